@@ -1,0 +1,486 @@
+"""Tests for the ledger, each run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from shipping.ledger import (
+    Finalization,
+    Ledger,
+    LedgerError,
+    LineState,
+    OrderConflict,
+    OrderIncomplete,
+    OrderNotFound,
+    OrderRejected,
+    OrderState,
+    ShipmentMismatch,
+    create_schema,
+    engine_from_url,
+    line_tries,
+    order_lines,
+    orders,
+)
+from shipping.order import Order, OrderLine, ShipTo
+
+SHIP_TO = ShipTo(
+    name="Ada Lovelace", line1="1 Main St", city="Berlin", postal_code="10115", country="DE"
+)
+
+
+def make_order(*line_ids: str) -> Order:
+    """Order ORD-1 with one line per id, in the given order."""
+    return Order(
+        order_id="ORD-1",
+        customer_id="C-42",
+        ship_to=SHIP_TO,
+        items=tuple(OrderLine(line_id=lid, sku="MUG-RED", quantity=2) for lid in line_ids),
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """URL of an empty database, on each dialect."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def ledger_url(database_url: str) -> str:
+    """URL of a database with the ledger's schema and no rows."""
+    engine = sa.create_engine(database_url)
+    create_schema(engine)
+    engine.dispose()
+    return database_url
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    """A ledger on an empty database, using the database's clock."""
+    ledger = Ledger.from_url(ledger_url)
+    yield ledger
+    ledger.dispose()
+
+
+class StepClock:
+    """A clock that moves one minute forward on every reading."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(minutes=1)
+        return self.now
+
+
+def snapshot(ledger: Ledger) -> dict[str, list[Any]]:
+    """Every row of every ledger table, timestamps included, in a stable order."""
+    with ledger.engine.connect() as conn:
+        return {
+            table.name: [
+                tuple(row) for row in conn.execute(sa.select(table).order_by(*table.primary_key))
+            ]
+            for table in (orders, order_lines, line_tries)
+        }
+
+
+def ship_all(ledger: Ledger, order: Order) -> None:
+    """Record every line of ``order`` as shipped in try 1."""
+    for line in order.items:
+        ledger.record_shipped(
+            order_id=order.order_id,
+            line_id=line.line_id,
+            try_number=1,
+            requests=1,
+            shipment_id=f"shp-{line.line_id}",
+        )
+
+
+def line_state(
+    ledger: Ledger, order_id: str, line_id: str
+) -> tuple[LineState, int, str | None, str | None]:
+    """State, attempts, shipment id and last error of one line."""
+    status = ledger.get_order(order_id)
+    assert status is not None
+    (line,) = (line for line in status.lines if line.line_id == line_id)
+    return line.state, line.attempts, line.shipment_id, line.last_error
+
+
+def test_create_schema_is_idempotent(ledger_url: str) -> None:
+    """Creating the schema on a database that has it already changes nothing."""
+    engine = sa.create_engine(ledger_url)
+    create_schema(engine)
+    create_schema(engine)
+    assert set(sa.inspect(engine).get_table_names()) >= {"orders", "order_lines", "line_tries"}
+    engine.dispose()
+
+
+def test_concurrent_create_schema_creates_the_tables_once(database_url: str) -> None:
+    """Several processes creating the schema at once all succeed."""
+    callers = 4
+    barrier = threading.Barrier(callers)
+    engines = [engine_from_url(database_url) for _ in range(callers)]
+
+    def create(engine: sa.Engine) -> None:
+        barrier.wait()
+        create_schema(engine)
+
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        list(pool.map(create, engines))
+    tables = set(sa.inspect(engines[0]).get_table_names())
+    for engine in engines:
+        engine.dispose()
+    assert tables == {"orders", "order_lines", "line_tries"}
+
+
+def test_register_returns_the_lines_and_stores_them_in_order(ledger: Ledger) -> None:
+    """A new order is RECEIVED with PENDING lines, kept in the order they were given."""
+    order = make_order("10", "2", "1")
+    assert ledger.register_order(order) == list(order.items)
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert status.state is OrderState.RECEIVED
+    assert [(line.line_id, line.state, line.attempts) for line in status.lines] == [
+        ("10", LineState.PENDING, 0),
+        ("2", LineState.PENDING, 0),
+        ("1", LineState.PENDING, 0),
+    ]
+
+
+def test_repeated_register_changes_nothing(ledger: Ledger) -> None:
+    """Registering the same order again leaves every row as it was, timestamps included."""
+    order = make_order("1", "2")
+    ledger.register_order(order)
+    before = snapshot(ledger)
+    assert ledger.register_order(order) == list(order.items)
+    assert snapshot(ledger) == before
+
+
+def test_register_never_resets_a_shipped_order(ledger: Ledger) -> None:
+    """Registering a shipped order again keeps the order and its lines SHIPPED."""
+    order = make_order("1", "2")
+    ledger.register_order(order)
+    ship_all(ledger, order)
+    ledger.finalize_order("ORD-1")
+    before = snapshot(ledger)
+    ledger.register_order(order)
+    assert snapshot(ledger) == before
+
+
+def test_register_with_other_content_raises_conflict_and_changes_nothing(ledger: Ledger) -> None:
+    """The same order_id with different content is refused and nothing is written."""
+    ledger.register_order(make_order("1", "2"))
+    before = snapshot(ledger)
+    with pytest.raises(OrderConflict, match="ORD-1"):
+        ledger.register_order(make_order("1", "2", "3"))
+    assert snapshot(ledger) == before
+
+
+def test_reject_stores_a_rejected_order_without_lines(ledger: Ledger) -> None:
+    """A rejected order is REJECTED with its reason and no lines."""
+    ledger.reject_order(
+        order_id="ORD-1", customer_id="C-42", reason="duplicate line_id '1'", content_hash="h"
+    )
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert (status.state, status.reason, status.lines) == (
+        OrderState.REJECTED,
+        "duplicate line_id '1'",
+        (),
+    )
+
+
+def test_repeated_reject_changes_nothing(ledger: Ledger) -> None:
+    """Rejecting the same order again keeps the first record as it was."""
+    ledger.reject_order(order_id="ORD-1", customer_id="C-42", reason="first", content_hash="h")
+    before = snapshot(ledger)
+    ledger.reject_order(order_id="ORD-1", customer_id="C-42", reason="second", content_hash="h")
+    assert snapshot(ledger) == before
+
+
+def test_reject_then_register_raises_rejected(ledger: Ledger) -> None:
+    """A rejected order stays rejected when registered with the same content."""
+    order = make_order("1")
+    ledger.reject_order(
+        order_id="ORD-1", customer_id="C-42", reason="bad", content_hash=order.content_hash()
+    )
+    with pytest.raises(OrderRejected, match="bad"):
+        ledger.register_order(order)
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert (status.state, status.lines) == (OrderState.REJECTED, ())
+
+
+def test_reject_never_overrides_a_shipped_order(ledger: Ledger) -> None:
+    """Rejecting an order that shipped is refused and the order stays SHIPPED."""
+    order = make_order("1")
+    ledger.register_order(order)
+    ship_all(ledger, order)
+    ledger.finalize_order("ORD-1")
+    before = snapshot(ledger)
+    with pytest.raises(OrderConflict, match="SHIPPED"):
+        ledger.reject_order(
+            order_id="ORD-1", customer_id="C-42", reason="late", content_hash=order.content_hash()
+        )
+    assert snapshot(ledger) == before
+
+
+def test_record_shipped_sets_the_shipment_and_moves_the_order_to_shipping(ledger: Ledger) -> None:
+    """A shipped line gets its shipment id and the order becomes SHIPPING."""
+    ledger.register_order(make_order("1", "2"))
+    line = ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="shp-1"
+    )
+    assert (line.state, line.attempts, line.shipment_id) == (LineState.SHIPPED, 1, "shp-1")
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert status.state is OrderState.SHIPPING
+
+
+def test_record_shipped_twice_changes_nothing(ledger: Ledger) -> None:
+    """Recording the same try's shipment again leaves every row as it was."""
+    ledger.register_order(make_order("1"))
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=1, requests=3, shipment_id="shp-1"
+    )
+    before = snapshot(ledger)
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=1, requests=3, shipment_id="shp-1"
+    )
+    assert snapshot(ledger) == before
+    assert line_state(ledger, "ORD-1", "1") == (LineState.SHIPPED, 3, "shp-1", None)
+
+
+def test_attempts_sum_the_requests_of_each_try_once(ledger: Ledger) -> None:
+    """Attempts add the requests of every try, and a try recorded twice counts once."""
+    ledger.register_order(make_order("1"))
+    ledger.record_failed(order_id="ORD-1", line_id="1", try_number=1, requests=4, error="503")
+    ledger.record_failed(order_id="ORD-1", line_id="1", try_number=1, requests=4, error="503")
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=2, requests=2, shipment_id="shp-1"
+    )
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=2, requests=2, shipment_id="shp-1"
+    )
+    assert line_state(ledger, "ORD-1", "1") == (LineState.SHIPPED, 6, "shp-1", "503")
+
+
+def test_record_failed_sets_failed_with_the_last_error(ledger: Ledger) -> None:
+    """A failed try marks the line FAILED with its error and the order SHIPPING."""
+    ledger.register_order(make_order("1"))
+    ledger.record_failed(
+        order_id="ORD-1", line_id="1", try_number=1, requests=1, error="422 refused SKU"
+    )
+    assert line_state(ledger, "ORD-1", "1") == (LineState.FAILED, 1, None, "422 refused SKU")
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert status.state is OrderState.SHIPPING
+
+
+def test_late_failure_never_downgrades_a_shipped_line(ledger: Ledger) -> None:
+    """A failure recorded after the shipment keeps the line SHIPPED but counts its requests."""
+    ledger.register_order(make_order("1"))
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="shp-1"
+    )
+    line = ledger.record_failed(
+        order_id="ORD-1", line_id="1", try_number=2, requests=2, error="timeout"
+    )
+    assert (line.state, line.attempts, line.shipment_id, line.last_error) == (
+        LineState.SHIPPED,
+        3,
+        "shp-1",
+        None,
+    )
+
+
+def test_other_shipment_id_for_a_shipped_line_raises_and_changes_nothing(ledger: Ledger) -> None:
+    """A second shipment id for a shipped line is refused and nothing is recorded."""
+    ledger.register_order(make_order("1"))
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="shp-1"
+    )
+    before = snapshot(ledger)
+    with pytest.raises(ShipmentMismatch, match="shp-2"):
+        ledger.record_shipped(
+            order_id="ORD-1", line_id="1", try_number=2, requests=1, shipment_id="shp-2"
+        )
+    assert snapshot(ledger) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "outcome"),
+    [("record_shipped", {"shipment_id": "shp-9"}), ("record_failed", {"error": "503"})],
+)
+def test_recording_an_unknown_line_raises_not_found(
+    ledger: Ledger, method: str, outcome: dict[str, str]
+) -> None:
+    """Recording a try of a line the ledger does not hold is refused."""
+    ledger.register_order(make_order("1"))
+    record = getattr(ledger, method)
+    with pytest.raises(OrderNotFound, match="'9'"):
+        record(order_id="ORD-1", line_id="9", try_number=1, requests=1, **outcome)
+
+
+def test_finalize_transitions_exactly_once(ledger: Ledger) -> None:
+    """The first finalize makes the order SHIPPED; the next one reports no transition."""
+    order = make_order("1", "2")
+    ledger.register_order(order)
+    ship_all(ledger, order)
+    first = ledger.finalize_order("ORD-1")
+    second = ledger.finalize_order("ORD-1")
+    assert (first.transitioned, second.transitioned) == (True, False)
+    assert first.summary.state is second.summary.state is OrderState.SHIPPED
+    assert first.summary == second.summary
+
+
+def test_finalize_stamps_shipped_at_once_from_the_clock(ledger_url: str) -> None:
+    """shipped_at comes from the injected clock and a repeated finalize keeps it."""
+    clock = StepClock()
+    ledger = Ledger.from_url(ledger_url, clock=clock)
+    order = make_order("1")
+    ledger.register_order(order)
+    ship_all(ledger, order)
+    first = ledger.finalize_order("ORD-1")
+    ledger.finalize_order("ORD-1")
+    status = ledger.get_order("ORD-1")
+    ledger.dispose()
+    assert status is not None
+    assert first.summary.shipped_at is not None
+    assert first.summary.shipped_at < clock.now
+    assert status.shipped_at == first.summary.shipped_at
+
+
+def test_finalize_incomplete_raises_naming_the_lines_not_shipped(ledger: Ledger) -> None:
+    """Finalizing with lines not shipped raises with each of them and changes nothing."""
+    ledger.register_order(make_order("1", "2", "3"))
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="shp-1"
+    )
+    ledger.record_failed(order_id="ORD-1", line_id="3", try_number=1, requests=1, error="503")
+    before = snapshot(ledger)
+    with pytest.raises(OrderIncomplete, match="lines 2 \\(PENDING\\), 3 \\(FAILED\\)") as raised:
+        ledger.finalize_order("ORD-1")
+    assert raised.value.missing == {"2": LineState.PENDING, "3": LineState.FAILED}
+    assert snapshot(ledger) == before
+
+
+def test_finalize_unknown_order_raises_not_found(ledger: Ledger) -> None:
+    """Finalizing an order the ledger does not hold is refused."""
+    with pytest.raises(OrderNotFound, match="ORD-404"):
+        ledger.finalize_order("ORD-404")
+
+
+def test_finalize_rejected_order_raises_rejected(ledger: Ledger) -> None:
+    """A rejected order (which has no lines) is never finalized."""
+    ledger.reject_order(order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="h")
+    with pytest.raises(OrderRejected):
+        ledger.finalize_order("ORD-1")
+
+
+def test_concurrent_finalize_transitions_exactly_once(ledger: Ledger) -> None:
+    """Of several finalize calls racing in threads, exactly one makes the order SHIPPED."""
+    order = make_order("1", "2")
+    ledger.register_order(order)
+    ship_all(ledger, order)
+    callers = 8
+    barrier = threading.Barrier(callers)
+
+    def finalize() -> Finalization:
+        barrier.wait()
+        return ledger.finalize_order("ORD-1")
+
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        results = list(pool.map(lambda _: finalize(), range(callers)))
+    assert sum(result.transitioned for result in results) == 1
+    assert {result.summary.state for result in results} == {OrderState.SHIPPED}
+
+
+def test_get_order_json_has_exactly_the_status_contract(ledger: Ledger) -> None:
+    """The status JSON has exactly the keys and values of the CLI contract."""
+    ledger.register_order(make_order("1", "2"))
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=1, requests=2, shipment_id="shp-1"
+    )
+    ledger.record_failed(order_id="ORD-1", line_id="2", try_number=1, requests=1, error="503")
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert status.to_json() == {
+        "order_id": "ORD-1",
+        "state": "SHIPPING",
+        "lines": [
+            {
+                "line_id": "1",
+                "sku": "MUG-RED",
+                "quantity": 2,
+                "state": "SHIPPED",
+                "attempts": 2,
+                "shipment_id": "shp-1",
+                "last_error": None,
+            },
+            {
+                "line_id": "2",
+                "sku": "MUG-RED",
+                "quantity": 2,
+                "state": "FAILED",
+                "attempts": 1,
+                "shipment_id": None,
+                "last_error": "503",
+            },
+        ],
+    }
+
+
+def test_shipped_line_gives_the_shipment_id_only_once_shipped(ledger: Ledger) -> None:
+    """A pending or failed line has no shipment id; a shipped line gives its own."""
+    ledger.register_order(make_order("1"))
+    pending = ledger.shipped_line(order_id="ORD-1", line_id="1")
+    ledger.record_failed(order_id="ORD-1", line_id="1", try_number=1, requests=1, error="503")
+    failed = ledger.shipped_line(order_id="ORD-1", line_id="1")
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=2, requests=1, shipment_id="shp-1"
+    )
+    assert (pending, failed, ledger.shipped_line(order_id="ORD-1", line_id="1")) == (
+        None,
+        None,
+        "shp-1",
+    )
+
+
+def test_shipped_line_of_an_unknown_line_raises_not_found(ledger: Ledger) -> None:
+    """Asking for a line the ledger does not hold is refused."""
+    with pytest.raises(OrderNotFound):
+        ledger.shipped_line(order_id="ORD-404", line_id="1")
+
+
+def test_get_unknown_order_returns_none(ledger: Ledger) -> None:
+    """Looking up an order the ledger does not hold gives None."""
+    assert ledger.get_order("ORD-404") is None
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OrderConflict("ORD-1", "already registered with different content"),
+        OrderRejected("ORD-1", "bad"),
+        OrderNotFound("ORD-1", "2"),
+        OrderIncomplete("ORD-1", {"2": LineState.FAILED}),
+        ShipmentMismatch("ORD-1", "2", "shp-1", "shp-2"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_ledger_errors_survive_pickling(error: LedgerError) -> None:
+    """Every ledger error pickles with its message and attributes intact."""
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), vars(copy)) == (type(error), str(error), vars(error))
