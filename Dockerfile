@@ -1,0 +1,37 @@
+# The project's image, used by every service in docker-compose.yaml: Airflow 3.3.2 on
+# Python 3.11, the runtime dependencies exactly as uv.lock pins them, the packages
+# `shipping` and `warehouse_mock`, and the DAGs.
+
+# uv at the version the Makefile uses (UV_VERSION), only to read the lock file.
+FROM ghcr.io/astral-sh/uv:0.13.8 AS uv
+
+# uv.lock as a pinned, hashed requirements file: runtime dependencies, not the dev group,
+# not the project itself (installed below from its sources).
+FROM apache/airflow:3.3.2-python3.11 AS requirements
+COPY --from=uv /uv /opt/uv/uv
+COPY pyproject.toml uv.lock /tmp/project/
+RUN /opt/uv/uv export --project /tmp/project --frozen --no-dev --no-emit-project \
+        --output-file /tmp/requirements.txt
+
+FROM apache/airflow:3.3.2-python3.11
+# As the image's airflow user, with Airflow pinned so that no requirement can move it
+# (the official image's guidance for adding packages); the lock pins the same version.
+COPY --from=requirements /tmp/requirements.txt /tmp/requirements.txt
+RUN uv pip install --no-cache "apache-airflow==3.3.2" -r /tmp/requirements.txt
+
+# The project's own packages; their dependencies are all in place already.
+COPY --chown=airflow:0 pyproject.toml README.md /tmp/project/
+COPY --chown=airflow:0 shipping /tmp/project/shipping
+COPY --chown=airflow:0 warehouse_mock /tmp/project/warehouse_mock
+RUN uv pip install --no-cache --no-deps /tmp/project && rm -rf /tmp/project
+
+COPY --chown=airflow:0 dags /opt/airflow/dags
+
+# Holds SimpleAuthManager's password file on a volume (airflow-init writes it, the API
+# server reads it); made here so that a new volume belongs to the airflow user.
+RUN mkdir -p /opt/airflow/auth && chmod 0770 /opt/airflow/auth
+
+# Fail the build, not the first task, when a package did not land. (importlib.metadata
+# rather than `import airflow`, which would write a config with generated keys.)
+RUN python -c "import importlib.metadata as md, shipping.settings, warehouse_mock; \
+assert md.version('apache-airflow') == '3.3.2', md.version('apache-airflow')"

@@ -1,0 +1,551 @@
+"""docker-compose.yaml, its Dockerfile and .env.example agree with the project's contracts.
+
+No Docker engine runs here, so the stack is checked statically: the compose file against
+the Compose Specification's JSON schema (``../shared/compose-spec.json``, beside the
+clone; CI has it), and its names (DAG, pool, connections, ports, databases, variables)
+against :mod:`shipping.settings`, which the DAG and the local stack use as well.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import re
+import tomllib
+from collections.abc import Iterator
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jsonschema
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from shipping import settings
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_SPEC = REPO.parent / "shared" / "compose-spec.json"
+AIRFLOW_IMAGE = "apache/airflow:3.3.2-python3.11"
+
+AIRFLOW_SERVICES = (
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+)
+REQUIRED_SERVICES = ("postgres", *AIRFLOW_SERVICES, "warehouse")
+# Everything but postgres and airflow-init itself waits for airflow-init to finish.
+AFTER_INIT_SERVICES = (*AIRFLOW_SERVICES[1:], "warehouse")
+WAREHOUSE_CONN_VAR = f"AIRFLOW_CONN_{settings.WAREHOUSE_CONN_ID.upper()}"
+LEDGER_CONN_VAR = f"AIRFLOW_CONN_{settings.LEDGER_CONN_ID.upper()}"
+# What every Airflow component must see identically, or they cannot talk to each other.
+SHARED_AIRFLOW_SETTINGS = (
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API__SECRET_KEY",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CORE__EXECUTOR",
+    WAREHOUSE_CONN_VAR,
+    LEDGER_CONN_VAR,
+)
+SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|_KEY)$")
+# Compose interpolation: `$$` is a literal dollar, `${NAME...}` and `$NAME` substitute.
+INTERPOLATION = re.compile(r"\$\$|\$\{(?P<braced>[^}]*)\}|\$(?P<bare>[A-Za-z_]\w*)")
+REQUIRED_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_]\w*):\?[^}]+\}")
+# Variables a service's own scripts read from its container environment.
+SCRIPT_VARIABLE = re.compile(
+    r"os\.environ\[\s*[\"'](\w+)[\"']\s*\]|os\.environ\.get\(\s*[\"'](\w+)[\"']|\$\$\{?(\w+)"
+)
+IMAGE_PROVIDED_VARIABLES = frozenset({"HOSTNAME", "HOME", "PATH", "AIRFLOW_HOME"})
+
+
+class Interpolation(NamedTuple):
+    """One `${...}` in the compose file: the variable, its operator and where it is."""
+
+    name: str
+    operator: str
+    argument: str
+    where: str
+
+
+def _strings(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """Every string value in a parsed YAML tree (not keys: compose interpolates values)."""
+    if isinstance(node, str):
+        yield where, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _strings(value, f"{where}[{index}]")
+
+
+def _interpolations(compose: dict[str, Any]) -> list[Interpolation]:
+    found = []
+    for where, text in _strings(compose):
+        for match in INTERPOLATION.finditer(text):
+            if match["braced"] is not None:
+                parts = re.fullmatch(r"([A-Za-z_]\w*)(:?[-?+])?(.*)", match["braced"], re.DOTALL)
+                assert parts, f"{where}: unreadable interpolation ${{{match['braced']}}}"
+                found.append(Interpolation(parts[1], parts[2] or "", parts[3], where))
+            elif match["bare"] is not None:
+                found.append(Interpolation(match["bare"], "bare", "", where))
+    return found
+
+
+def _resolve(text: str) -> str:
+    """The text with each `${NAME...}` replaced by `__NAME__`, to parse what it builds."""
+    return re.sub(r"\$\{([A-Za-z_]\w*)[^}]*\}", r"__\1__", text)
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def _script(service: dict[str, Any]) -> str:
+    """The service's command, entrypoint and healthcheck as one text."""
+    parts = [service.get("command"), service.get("entrypoint"), service.get("healthcheck")]
+    return "\n".join(text for _, text in _strings(parts))
+
+
+def _env_example() -> dict[str, str]:
+    assignments = {}
+    for line in (REPO / ".env.example").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            assignments[name.strip()] = value.strip().strip("'\"")
+    return assignments
+
+
+def _dockerfile() -> list[tuple[int, str, list[str]]]:
+    """The Dockerfile's instructions as (stage index, keyword, arguments)."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    stage, instructions = -1, []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            stage += 1
+        instructions.append((stage, keyword, rest.split()))
+    return instructions
+
+
+def _copy_sources() -> list[str]:
+    """Build-context paths that the Dockerfile copies (not those from other stages)."""
+    sources = []
+    for _, keyword, args in _dockerfile():
+        if keyword in ("COPY", "ADD") and not any(arg.startswith("--from") for arg in args):
+            sources.extend([arg for arg in args if not arg.startswith("--")][:-1])
+    return sources
+
+
+def _dockerignore() -> list[str]:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _admitted_by_dockerignore(path: str) -> bool:
+    """Whether a top-level path is in the build context (last matching pattern wins)."""
+    admitted = True
+    for pattern in _dockerignore():
+        negated = pattern.startswith("!")
+        if fnmatch(path, pattern.removeprefix("!").rstrip("/")):
+            admitted = negated
+    return admitted
+
+
+COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+# The services plus the shared anchor, whose values the Airflow services merge in.
+SOURCES = {"x-airflow-common": COMPOSE["x-airflow-common"], **SERVICES}
+COMMON_ENV = _environment(COMPOSE["x-airflow-common"])
+INTERPOLATIONS = _interpolations(COMPOSE)
+INTERPOLATED_NAMES = sorted({item.name for item in INTERPOLATIONS})
+ENV_EXAMPLE = _env_example()
+PUBLISHED = [
+    (name, port) for name, service in SERVICES.items() for port in service.get("ports", [])
+]
+
+
+def _published(port: str | int | dict[str, Any]) -> tuple[str, int, int]:
+    """(host address, host port, container port) of one `ports` entry; "" = all addresses."""
+    if isinstance(port, dict):
+        return port.get("host_ip", ""), int(port.get("published", 0)), int(port["target"])
+    parts = str(port).split("/")[0].split(":")
+    host_ip = parts[0] if len(parts) == 3 else ""
+    return host_ip, int(parts[-2]) if len(parts) > 1 else 0, int(parts[-1])
+
+
+def test_compose_file_validates_against_the_compose_spec() -> None:
+    """docker-compose.yaml is valid under the Compose Specification's JSON schema."""
+    if not COMPOSE_SPEC.is_file():
+        pytest.fail(
+            f"The Compose Specification schema is missing: expected {COMPOSE_SPEC} "
+            "(shared/compose-spec.json beside the repository, as CI provides it)."
+        )
+    schema = json.loads(COMPOSE_SPEC.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    errors = [
+        f"{'/'.join(str(part) for part in error.absolute_path) or '(top level)'}: {error.message}"
+        for error in jsonschema.Draft7Validator(schema).iter_errors(COMPOSE)
+    ]
+    assert errors == []
+
+
+@pytest.mark.parametrize("service", REQUIRED_SERVICES)
+def test_the_stack_defines_the_service(service: str) -> None:
+    """Each service of the stack is defined."""
+    assert service in SERVICES
+
+
+@pytest.mark.parametrize("service", [*AIRFLOW_SERVICES, "warehouse"])
+def test_the_service_runs_the_project_image(service: str) -> None:
+    """Airflow and the warehouse run the image built from the project's Dockerfile."""
+    build = SERVICES[service]["build"]
+    assert (build["context"], build["dockerfile"]) == (".", "Dockerfile")
+
+
+@pytest.mark.parametrize("setting", SHARED_AIRFLOW_SETTINGS)
+@pytest.mark.parametrize("service", AIRFLOW_SERVICES)
+def test_every_airflow_service_shares_the_setting(service: str, setting: str) -> None:
+    """Each Airflow component sees the common value of a setting they must agree on."""
+    assert _environment(SERVICES[service]).get(setting) == COMMON_ENV[setting]
+
+
+def test_the_execution_api_is_the_api_servers() -> None:
+    """Task processes reach the execution API on the airflow-apiserver service."""
+    url = COMMON_ENV["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+    assert url == f"http://airflow-apiserver:{settings.AIRFLOW_PORT}/execution/"
+
+
+def test_airflow_runs_the_local_executor() -> None:
+    """Airflow runs tasks with LocalExecutor and loads no example DAGs."""
+    assert COMMON_ENV["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert COMMON_ENV["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
+
+
+def test_dags_start_unpaused() -> None:
+    """New DAGs are not paused, so order_intake runs the orders posted to it."""
+    assert COMMON_ENV["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"].lower() == "false"
+
+
+@pytest.mark.parametrize(("service", "port"), PUBLISHED)
+def test_published_ports_are_bound_to_loopback(service: str, port: str) -> None:
+    """No port is published beyond 127.0.0.1."""
+    assert _published(port)[0] == "127.0.0.1"
+
+
+def test_published_ports_are_the_airflow_and_warehouse_ports() -> None:
+    """Only the API server and the warehouse are published, on the settings' ports."""
+    published = {
+        name: [_published(port)[1:] for port in service["ports"]]
+        for name, service in SERVICES.items()
+        if service.get("ports")
+    }
+    assert published == {
+        "airflow-apiserver": [(settings.AIRFLOW_PORT, settings.AIRFLOW_PORT)],
+        "warehouse": [(settings.WAREHOUSE_PORT, settings.WAREHOUSE_PORT)],
+    }
+
+
+def test_the_warehouse_serves_on_its_published_port() -> None:
+    """The warehouse service runs warehouse_mock on all container addresses, its port."""
+    command = SERVICES["warehouse"]["command"]
+    assert command[:3] == ["python", "-m", "warehouse_mock"]
+    options = dict(zip(command[3::2], command[4::2], strict=True))
+    assert options == {"--host": "0.0.0.0", "--port": str(settings.WAREHOUSE_PORT)}
+
+
+@pytest.mark.parametrize(
+    ("service", "url"),
+    [
+        ("airflow-apiserver", f"http://localhost:{settings.AIRFLOW_PORT}/api/v2/monitor/health"),
+        ("warehouse", f"http://localhost:{settings.WAREHOUSE_PORT}/healthz"),
+    ],
+)
+def test_the_health_check_probes_the_health_endpoint(service: str, url: str) -> None:
+    """The API server and the warehouse are healthy when their health endpoint answers."""
+    assert url in SERVICES[service]["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize("service", AFTER_INIT_SERVICES)
+def test_the_service_waits_for_airflow_init_to_complete(service: str) -> None:
+    """Nothing starts before airflow-init has migrated and bootstrapped successfully."""
+    condition = SERVICES[service]["depends_on"]["airflow-init"]["condition"]
+    assert condition == "service_completed_successfully"
+
+
+def test_airflow_init_runs_once() -> None:
+    """airflow-init is a one-shot job, never restarted."""
+    assert SERVICES["airflow-init"].get("restart", "no") == "no"
+
+
+def test_airflow_init_creates_the_warehouse_pool() -> None:
+    """airflow-init creates the pool the DAG uses, with the configured slots."""
+    pools = re.findall(r"airflow pools set (\S+) (\d+)", _script(SERVICES["airflow-init"]))
+    assert pools == [(settings.WAREHOUSE_POOL, str(settings.WAREHOUSE_POOL_SLOTS))]
+
+
+def test_airflow_init_migrates_the_metadata_database() -> None:
+    """airflow-init migrates Airflow's metadata database."""
+    assert "airflow db migrate" in _script(SERVICES["airflow-init"])
+
+
+@pytest.mark.parametrize(
+    "database",
+    [settings.AIRFLOW_DATABASE, settings.LEDGER_DATABASE, settings.WAREHOUSE_DATABASE],
+)
+def test_the_database_is_created(database: str) -> None:
+    """Each database is created: Airflow's by postgres, the others by airflow-init."""
+    loop = re.search(r"for database in \(([^)]*)\)", _script(SERVICES["airflow-init"]))
+    assert loop, "airflow-init creates no databases"
+    created = {*re.findall(r"[\"']([^\"']+)[\"']", loop[1])}
+    created.add(_environment(SERVICES["postgres"])["POSTGRES_DB"])
+    assert database in created
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "database"),
+    [
+        ("airflow-scheduler", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", settings.AIRFLOW_DATABASE),
+        ("airflow-scheduler", "SHIPPING_LEDGER_URL", settings.LEDGER_DATABASE),
+        ("warehouse", "WAREHOUSE_DATABASE_URL", settings.WAREHOUSE_DATABASE),
+    ],
+)
+def test_the_database_url_names_the_configured_database(
+    service: str, variable: str, database: str
+) -> None:
+    """Airflow, the ledger and the warehouse use their own databases on postgres."""
+    url = make_url(_resolve(_environment(SERVICES[service])[variable]))
+    assert (url.host, url.database) == ("postgres", database)
+
+
+def test_connection_variables_are_named_after_the_connection_ids() -> None:
+    """Airflow gets exactly the DAG's two connections, named from the settings."""
+    names = {name for name in COMMON_ENV if name.startswith("AIRFLOW_CONN_")}
+    assert names == {WAREHOUSE_CONN_VAR, LEDGER_CONN_VAR}
+
+
+def test_the_warehouse_connection_reaches_the_warehouse_service() -> None:
+    """The warehouse connection is http to the warehouse service with its client token."""
+    conn = json.loads(_resolve(COMMON_ENV[WAREHOUSE_CONN_VAR]))
+    token = _resolve(_environment(SERVICES["warehouse"])["WAREHOUSE_API_TOKEN"])
+    assert conn == {
+        "conn_type": "http",
+        "host": "warehouse",
+        "port": settings.WAREHOUSE_PORT,
+        "password": token,
+    }
+
+
+def test_the_ledger_connection_reaches_the_ledger_database() -> None:
+    """The ledger connection is postgres, to the ledger database, as the postgres user."""
+    conn = json.loads(_resolve(COMMON_ENV[LEDGER_CONN_VAR]))
+    postgres = _environment(SERVICES["postgres"])
+    assert conn == {
+        "conn_type": "postgres",
+        "host": "postgres",
+        "port": 5432,
+        "login": postgres["POSTGRES_USER"],
+        "password": _resolve(postgres["POSTGRES_PASSWORD"]),
+        "schema": settings.LEDGER_DATABASE,
+    }
+
+
+def test_the_admin_user_is_the_configured_one() -> None:
+    """SimpleAuthManager knows one admin, whose password airflow-init writes."""
+    users = COMMON_ENV["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    assert users == f"{settings.AIRFLOW_ADMIN_USER}:admin"
+    written = re.findall(
+        r"json\.dump\(\{\"(\w+)\": os\.environ\[\"AIRFLOW_ADMIN_PASSWORD\"\]\}",
+        _script(SERVICES["airflow-init"]),
+    )
+    assert written == [settings.AIRFLOW_ADMIN_USER]
+
+
+def test_the_password_file_is_on_a_volume_of_init_and_the_api_server() -> None:
+    """The API server reads the password file from the volume airflow-init writes it to."""
+    folder = str(Path(COMMON_ENV["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).parent)
+    mounts = {
+        service: {
+            v.split(":")[0] for v in SERVICES[service]["volumes"] if v.split(":")[1] == folder
+        }
+        for service in ("airflow-init", "airflow-apiserver")
+    }
+    assert mounts["airflow-init"] == mounts["airflow-apiserver"] != set()
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    re.findall(
+        r"python - <<'PYTHON'\n(.*?)\nPYTHON\n", _script(SERVICES["airflow-init"]), re.DOTALL
+    ),
+)
+def test_airflow_init_python_compiles_and_its_imports_exist(snippet: str) -> None:
+    """airflow-init's Python steps are valid and import names the project still has."""
+    tree = ast.parse(snippet)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            module = importlib.import_module(node.module)
+            assert all(hasattr(module, alias.name) for alias in node.names), node.module
+
+
+def test_the_dag_file_named_after_the_dag_id_exists() -> None:
+    """dags/ holds the DAG file named after the DAG id that the image bakes in."""
+    assert (REPO / "dags" / f"{settings.DAG_ID}.py").is_file()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [item for item in INTERPOLATIONS if SECRET_NAME.search(item.name)],
+    ids=lambda item: f"{item.name}@{item.where}",
+)
+def test_secret_variables_are_required_without_defaults(item: Interpolation) -> None:
+    """Each secret is `${NAME:?message}`: compose refuses to start without it."""
+    assert (item.operator, bool(item.argument.strip())) == (":?", True)
+
+
+@pytest.mark.parametrize(
+    ("service", "variable"),
+    [
+        (name, variable)
+        for name, service in SERVICES.items()
+        for variable in _environment(service)
+        if SECRET_NAME.search(variable)
+    ],
+)
+def test_secret_settings_come_only_from_env(service: str, variable: str) -> None:
+    """A secret setting is exactly one required variable from .env, nothing literal."""
+    assert REQUIRED_VARIABLE.fullmatch(_environment(SERVICES[service])[variable])
+
+
+@pytest.mark.parametrize(
+    ("source", "variable"),
+    [
+        (name, variable)
+        for name, source in SOURCES.items()
+        for variable, value in _environment(source).items()
+        if re.search(r"://[^/@\s]+@|\"password\"", _resolve(value))
+    ],
+)
+def test_credentials_in_urls_and_connections_come_from_env(source: str, variable: str) -> None:
+    """Passwords inside database URLs and connections are required .env variables."""
+    value = _environment(SOURCES[source])[variable]
+    if value.lstrip().startswith("{"):
+        password = json.loads(_resolve(value))["password"]
+    else:
+        password = make_url(_resolve(value)).password
+    assert re.fullmatch(r"__\w+__", str(password))
+    assert REQUIRED_VARIABLE.search(value)
+
+
+def test_variables_are_interpolated_with_braces() -> None:
+    """Compose variables are written `${NAME}`; a bare `$` would be a silent substitution."""
+    assert [item for item in INTERPOLATIONS if item.operator == "bare"] == []
+
+
+@pytest.mark.parametrize("name", INTERPOLATED_NAMES)
+def test_every_compose_variable_is_in_env_example(name: str) -> None:
+    """Each variable compose reads from .env is listed in .env.example."""
+    assert name in ENV_EXAMPLE
+
+
+@pytest.mark.parametrize("name", sorted(ENV_EXAMPLE))
+def test_every_env_example_variable_is_used_by_compose(name: str) -> None:
+    """.env.example lists no variable that compose ignores."""
+    assert name in INTERPOLATED_NAMES
+
+
+@pytest.mark.parametrize(
+    ("service", "name"),
+    sorted(
+        {
+            (service_name, next(group for group in match.groups() if group))
+            for service_name, service in SERVICES.items()
+            for match in SCRIPT_VARIABLE.finditer(_script(service))
+        }
+    ),
+)
+def test_every_variable_a_service_script_reads_is_set(service: str, name: str) -> None:
+    """Scripts in compose read only variables that compose sets in their container."""
+    assert name in _environment(SERVICES[service]) or name in IMAGE_PROVIDED_VARIABLES
+
+
+@pytest.mark.parametrize(
+    "name", sorted(set(settings.ENVIRONMENT_VARIABLES) & set(INTERPOLATED_NAMES))
+)
+def test_env_example_assigns_every_project_variable_compose_reads(name: str) -> None:
+    """Each project variable that compose takes from .env has a line in .env.example."""
+    assert name in ENV_EXAMPLE
+
+
+@pytest.mark.parametrize("name", sorted(settings.ENVIRONMENT_VARIABLES))
+def test_env_example_mentions_every_project_variable(name: str) -> None:
+    """.env.example names every variable the project reads, used by compose or not."""
+    assert re.search(rf"\b{name}\b", (REPO / ".env.example").read_text())
+
+
+@pytest.mark.parametrize("name", [name for name in ENV_EXAMPLE if SECRET_NAME.search(name)])
+def test_env_example_secrets_are_placeholders(name: str) -> None:
+    """Secret values in .env.example are obvious placeholders, never real secrets."""
+    assert ENV_EXAMPLE[name].startswith("change-me")
+
+
+def test_the_image_is_built_on_airflow_for_python_3_11() -> None:
+    """The image's final stage, and every Airflow stage, is apache/airflow:3.3.2-python3.11."""
+    bases = [args[0] for _, keyword, args in _dockerfile() if keyword == "FROM"]
+    assert bases[-1] == AIRFLOW_IMAGE
+    assert {base for base in bases if base.startswith("apache/airflow")} == {AIRFLOW_IMAGE}
+
+
+def test_the_image_installs_dependencies_from_the_lock_file() -> None:
+    """The image exports uv.lock (frozen, no dev group) and installs exactly that file."""
+    instructions = _dockerfile()
+    runs = [" ".join(args) for _, keyword, args in instructions if keyword == "RUN"]
+    assert any("uv.lock" in args for _, keyword, args in instructions if keyword == "COPY")
+    export = next(run for run in runs if "uv export" in run)
+    assert "--frozen" in export
+    assert "--no-dev" in export
+    exported = re.search(r"(?:--output-file|-o)[ =](\S+)", export)
+    assert exported, "uv export writes no requirements file"
+    assert any(re.search(rf"uv pip install .*-r {re.escape(exported[1])}", run) for run in runs)
+
+
+def test_the_image_pins_the_locked_airflow_version() -> None:
+    """The Airflow the image pins is the base image's and the lock file's version."""
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    locked = {package["name"]: package["version"] for package in lock["package"]}
+    base_version = AIRFLOW_IMAGE.split(":")[1].split("-")[0]
+    runs = [" ".join(args) for _, keyword, args in _dockerfile() if keyword == "RUN"]
+    pins = {pin for run in runs for pin in re.findall(r"apache-airflow==([\w.]+)", run)}
+    assert locked["apache-airflow"] == base_version
+    assert pins == {base_version}
+
+
+def test_the_build_context_excludes_everything_by_default() -> None:
+    """.dockerignore is an allowlist, so `.env` and other local files never reach the image."""
+    assert _dockerignore()[0] == "*"
+
+
+@pytest.mark.parametrize("path", [".env", ".venv", ".git", ".stack", ".tools", "tests"])
+def test_the_build_context_leaves_out_local_files(path: str) -> None:
+    """Secrets, virtualenvs, history, the stack's state and the tests stay out of the image."""
+    assert not _admitted_by_dockerignore(path)
+
+
+@pytest.mark.parametrize("source", _copy_sources())
+def test_every_file_the_dockerfile_copies_is_in_the_build_context(source: str) -> None:
+    """Each file or folder the Dockerfile copies exists and .dockerignore admits it."""
+    assert (REPO / source).exists()
+    assert _admitted_by_dockerignore(source.split("/")[0])
