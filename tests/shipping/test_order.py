@@ -1,0 +1,167 @@
+"""Tests for the order schema, its validation and the idempotency key."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from shipping.order import (
+    MAX_ITEMS,
+    ORDER_SCHEMA,
+    InvalidOrder,
+    content_hash,
+    idempotency_key,
+    parse_order,
+    run_id_for,
+)
+
+
+def valid_order() -> dict[str, Any]:
+    return {
+        "order_id": "ORD-1001",
+        "customer_id": "C-42",
+        "ship_to": {
+            "name": "Ada Lovelace",
+            "line1": "1 Main St",
+            "city": "Berlin",
+            "postal_code": "10115",
+            "country": "DE",
+        },
+        "items": [
+            {"line_id": "1", "sku": "MUG-RED", "quantity": 2},
+            {"line_id": "2", "sku": "TEE-L", "quantity": 1},
+        ],
+    }
+
+
+def test_valid_order_parses_into_the_typed_model() -> None:
+    """A valid order becomes an Order with its lines in posted order."""
+    order = parse_order(valid_order())
+    assert order.order_id == "ORD-1001"
+    assert [line.line_id for line in order.items] == ["1", "2"]
+    assert order.items[0].quantity == 2
+    assert order.ship_to.country == "DE"
+
+
+def test_parsed_order_round_trips_to_the_same_document() -> None:
+    """to_dict gives back the posted document."""
+    assert parse_order(valid_order()).to_dict() == valid_order()
+
+
+def test_order_of_max_items_is_valid() -> None:
+    """An order of exactly MAX_ITEMS lines is accepted."""
+    doc = valid_order()
+    doc["items"] = [{"line_id": str(i), "sku": "S", "quantity": 1} for i in range(MAX_ITEMS)]
+    assert len(parse_order(doc).items) == MAX_ITEMS
+
+
+def _set(doc: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    target: Any = doc
+    for part in path[:-1]:
+        target = target[part]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("order_id",), "", "order.order_id: '' does not match"),
+        (("order_id",), "ORD 1", "order.order_id: 'ORD 1' does not match"),
+        (("order_id",), "x" * 65, "order.order_id:"),
+        (("order_id",), _DELETE, "order: 'order_id' is a required property"),
+        (("customer_id",), 42, "order.customer_id: 42 is not of type 'string'"),
+        (("ship_to", "country"), "Germany", "order.ship_to.country: 'Germany' does not match"),
+        (("ship_to", "city"), _DELETE, "order.ship_to: 'city' is a required property"),
+        (("items",), [], "order.items: [] should be non-empty"),
+        (("items", 0, "quantity"), 0, "order.items[0].quantity: 0 is less than the minimum of 1"),
+        (("items", 1, "quantity"), 10001, "order.items[1].quantity: 10001 is greater than"),
+        (("items", 0, "quantity"), "2", "order.items[0].quantity: '2' is not of type 'integer'"),
+        (("items", 0, "sku"), "", "order.items[0].sku: '' should be non-empty"),
+        (("items", 0, "sku"), "S" * 65, "order.items[0].sku:"),
+        (("items", 0, "line_id"), _DELETE, "order.items[0]: 'line_id' is a required property"),
+        (("items", 0, "colour"), "red", "order.items[0]: Additional properties are not allowed"),
+        (("coupon",), "FREE", "order: Additional properties are not allowed ('coupon'"),
+    ],
+)
+def test_each_invalid_shape_gets_its_own_clear_message(
+    path: tuple[Any, ...], value: Any, message: str
+) -> None:
+    """Every schema violation is reported with where it is and what is wrong."""
+    doc = valid_order()
+    _set(doc, path, value)
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert len(excinfo.value.errors) == 1
+    assert excinfo.value.errors[0].startswith(message)
+
+
+def test_too_many_items_are_refused() -> None:
+    """More than MAX_ITEMS lines is refused (Airflow's max_map_length is 1024)."""
+    doc = valid_order()
+    doc["items"] = [{"line_id": str(i), "sku": "S", "quantity": 1} for i in range(MAX_ITEMS + 1)]
+    with pytest.raises(InvalidOrder, match="is too long"):
+        parse_order(doc)
+
+
+def test_a_document_that_is_not_an_object_is_refused() -> None:
+    """A JSON list is not an order."""
+    with pytest.raises(InvalidOrder, match="is not of type 'object'"):
+        parse_order([1, 2])
+
+
+def test_every_schema_problem_is_reported_at_once() -> None:
+    """Several problems give several messages, not just the first."""
+    doc = valid_order()
+    doc["items"][0]["quantity"] = 0
+    doc["ship_to"]["country"] = "de"
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert len(excinfo.value.errors) == 2
+
+
+def test_duplicate_line_ids_are_refused_naming_the_line() -> None:
+    """A rule the schema cannot say: line ids are unique within an order."""
+    doc = valid_order()
+    doc["items"][1]["line_id"] = "1"
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert excinfo.value.errors == ["order.items: duplicate line_id '1'"]
+
+
+def test_idempotency_key_is_order_id_and_line_id() -> None:
+    """The key is `<order_id>:<line_id>`, nothing that changes between retries."""
+    assert idempotency_key("ORD-1001", "2") == "ORD-1001:2"
+
+
+def test_run_id_is_prefixed_order_id() -> None:
+    """Each order is one dag run named `order-<order_id>`."""
+    assert run_id_for("ORD-1001") == "order-ORD-1001"
+
+
+def test_content_hash_ignores_key_order() -> None:
+    """Equal JSON values hash equal whatever their key order."""
+    doc = valid_order()
+    shuffled = dict(reversed(list(copy.deepcopy(doc).items())))
+    assert content_hash(doc) == content_hash(shuffled)
+    assert parse_order(doc).content_hash() == content_hash(doc)
+
+
+def test_content_hash_changes_with_content() -> None:
+    """A different quantity gives a different hash."""
+    doc = valid_order()
+    other = copy.deepcopy(doc)
+    other["items"][0]["quantity"] = 3
+    assert content_hash(doc) != content_hash(other)
+
+
+def test_schema_refuses_unknown_top_level_fields() -> None:
+    """Airflow accepts undeclared conf keys silently; the schema must not."""
+    assert ORDER_SCHEMA["additionalProperties"] is False
