@@ -34,3 +34,43 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     url = localpg.ensure_database(postgres_server_url, name)
     yield url
     localpg.drop_database(postgres_server_url, name)
+
+
+# === warehouse mock =====================================================================
+# A real warehouse server (uvicorn in a thread, SQLite file) shared by the whole session:
+# the warehouse_mock tests and the client tests talk HTTP to it. ``warehouse`` resets its
+# faults before and after each test; tests keep apart by using unique order ids and keys.
+# The imports sit here, not at the top, to keep this section self-contained.
+
+from warehouse_mock.settings import Settings  # noqa: E402
+from warehouse_mock.testing import WarehouseHandle, serve_warehouse  # noqa: E402
+
+WAREHOUSE_TEST_API_TOKEN = "test-client-token-1f7c2a"
+WAREHOUSE_TEST_OTHER_API_TOKEN = "test-client-token-9b4e6d"
+WAREHOUSE_TEST_ADMIN_TOKEN = "test-admin-token-3d8a51"
+
+
+@pytest.fixture(scope="session")
+def warehouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WarehouseHandle]:
+    """The session's warehouse server; prefer ``warehouse``, which also resets faults."""
+    database = Path(tmp_path_factory.mktemp("warehouse")) / "warehouse.db"
+    settings = Settings(
+        api_tokens=(WAREHOUSE_TEST_API_TOKEN, WAREHOUSE_TEST_OTHER_API_TOKEN),
+        admin_token=WAREHOUSE_TEST_ADMIN_TOKEN,
+        database_url=f"sqlite:///{database}",
+    )
+    with serve_warehouse(settings) as handle:
+        yield handle
+
+
+@pytest.fixture
+def warehouse(warehouse_server: WarehouseHandle) -> Iterator[WarehouseHandle]:
+    """The running warehouse, with no faults at the start and none left behind.
+
+    Attributes of the handle: ``base_url``, ``api_token``, ``other_api_token``,
+    ``admin_token``, ``database_url``; methods ``set_faults(**fields)``, ``get_faults()``,
+    ``clear_faults()`` and ``shipments(order_id)``.
+    """
+    warehouse_server.clear_faults()
+    yield warehouse_server
+    warehouse_server.clear_faults()

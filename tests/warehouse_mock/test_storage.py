@@ -1,0 +1,174 @@
+"""Tests for the storage records: claims, take-over, completion, release and purge.
+
+Each test runs on a SQLite file and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from warehouse_mock.storage import (
+    Claim,
+    ClaimLost,
+    ClaimResult,
+    InFlight,
+    Mismatch,
+    NewShipment,
+    Replay,
+    Storage,
+)
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+SCOPE = "a" * 64
+KEY = "ORD-1:1"
+FINGERPRINT = "f" * 64
+
+
+def claim_at(
+    storage: Storage, now: datetime, *, fingerprint: str = FINGERPRINT, lease: float = 30
+) -> ClaimResult:
+    """Claim the test key at ``now``."""
+    return storage.claim(
+        scope=SCOPE,
+        idempotency_key=KEY,
+        fingerprint=fingerprint,
+        lease_seconds=lease,
+        now=now,
+    )
+
+
+def complete(storage: Storage, claim: Claim, now: datetime, shipment_id: str = "shp_1") -> None:
+    """Complete ``claim`` with a shipment and a stored 201."""
+    storage.complete(
+        claim=claim,
+        shipment=NewShipment(
+            shipment_id=shipment_id,
+            order_id="ORD-1",
+            line_id="1",
+            sku="MUG",
+            quantity=1,
+            ship_to={"name": "A"},
+            status="created",
+            created_at=now,
+        ),
+        response_status=201,
+        response_body=f'{{"shipment_id": "{shipment_id}"}}',
+        now=now,
+    )
+
+
+def test_first_claim_of_a_key_is_granted(storage: Storage) -> None:
+    """An unused key is claimed by the first request."""
+    result = claim_at(storage, NOW)
+    assert isinstance(result, Claim)
+    assert not result.took_over
+
+
+def test_live_claim_blocks_the_key(storage: Storage) -> None:
+    """While the first claim's lease runs, the same request is in flight."""
+    claim_at(storage, NOW)
+    assert isinstance(claim_at(storage, NOW + timedelta(seconds=29)), InFlight)
+
+
+def test_completed_key_with_the_same_fingerprint_replays(storage: Storage) -> None:
+    """A completed key answers the stored status, body and shipment."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    assert claim_at(storage, NOW) == Replay(201, '{"shipment_id": "shp_1"}', "shp_1")
+
+
+@pytest.mark.parametrize("completed", [True, False])
+def test_other_fingerprint_is_a_mismatch(storage: Storage, completed: bool) -> None:
+    """A key used with another body is a mismatch, whether it completed or is in flight."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    if completed:
+        complete(storage, claim, NOW)
+    assert isinstance(claim_at(storage, NOW, fingerprint="0" * 64), Mismatch)
+
+
+def test_expired_claim_is_taken_over_once(storage: Storage) -> None:
+    """After the lease expires one request takes the claim; the next finds it in flight."""
+    first = claim_at(storage, NOW, lease=30)
+    assert isinstance(first, Claim)
+    later = NOW + timedelta(seconds=31)
+    second = claim_at(storage, later)
+    assert isinstance(second, Claim)
+    assert second.took_over
+    assert second.token != first.token
+    assert isinstance(claim_at(storage, later), InFlight)
+
+
+def test_completion_after_losing_the_claim_commits_nothing(storage: Storage) -> None:
+    """A request whose claim was taken over cannot commit a shipment."""
+    first = claim_at(storage, NOW, lease=1)
+    assert isinstance(first, Claim)
+    claim_at(storage, NOW + timedelta(seconds=5))
+    with pytest.raises(ClaimLost):
+        complete(storage, first, NOW + timedelta(seconds=6))
+    assert storage.get_shipment("shp_1") is None
+
+
+def test_shipment_and_response_commit_together(storage: Storage) -> None:
+    """Completion stores the shipment with the response that names it."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    shipment = storage.get_shipment("shp_1")
+    assert shipment is not None
+    assert (shipment.order_id, shipment.idempotency_key, shipment.scope) == ("ORD-1", KEY, SCOPE)
+
+
+def test_released_claim_frees_the_key(storage: Storage) -> None:
+    """A refused request releases its claim; the key is then claimed afresh."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    assert storage.release(claim=claim)
+    again = claim_at(storage, NOW, fingerprint="0" * 64)
+    assert isinstance(again, Claim)
+    assert not again.took_over
+
+
+def test_purge_deletes_only_responses_older_than_the_cutoff(storage: Storage) -> None:
+    """Purging frees keys completed before the cutoff and keeps the younger ones."""
+    old = claim_at(storage, NOW - timedelta(hours=49))
+    assert isinstance(old, Claim)
+    complete(storage, old, NOW - timedelta(hours=49))
+    young = storage.claim(
+        scope=SCOPE, idempotency_key="ORD-2:1", fingerprint=FINGERPRINT, lease_seconds=30, now=NOW
+    )
+    assert isinstance(young, Claim)
+    complete(storage, young, NOW - timedelta(hours=47), shipment_id="shp_2")
+
+    assert storage.purge_expired(older_than=NOW - timedelta(hours=48)) == 1
+    assert isinstance(claim_at(storage, NOW), Claim)  # the old key is free again
+    assert storage.get_shipment("shp_1") is not None  # its shipment stays
+
+
+def test_purge_deletes_claims_abandoned_before_the_cutoff(storage: Storage) -> None:
+    """A claim whose request crashed long ago is purged too."""
+    claim_at(storage, NOW - timedelta(hours=100))
+    assert storage.purge_expired(older_than=NOW - timedelta(hours=48)) == 1
+
+
+def test_timestamps_come_back_as_aware_utc(storage: Storage) -> None:
+    """Datetimes round-trip as the same aware UTC instant on every backend."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    shipment = storage.get_shipment("shp_1")
+    assert shipment is not None
+    assert shipment.created_at == NOW
+    assert shipment.created_at.tzinfo is not None
+
+
+def test_schema_creation_is_idempotent(storage: Storage) -> None:
+    """Creating the schema again (a restart) keeps the data."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    storage.create_schema()
+    assert storage.get_shipment("shp_1") is not None
