@@ -1,0 +1,143 @@
+"""
+### order_intake: one shipping task per order line, joined by a reducer
+
+Trigger with the order as the run's conf and `order-<order_id>` as the run id
+(`shipping submit ORDER.json` does both). Airflow refuses an order that breaks the
+schema with HTTP 400 before any run exists.
+
+1. **register_order** checks what the schema cannot (unique line ids), records the
+   order and its lines in the ledger, and hands the lines to the fan-out.
+2. **ship_item** runs once per line, named `line <id> · <sku>`. It posts the line to the
+   warehouse under the key `<order_id>:<line_id>`, so a retry or a re-run never ships it
+   twice. Outages are retried; a refusal (unknown SKU, bad request) fails at once.
+3. **finalize_order** marks the order SHIPPED once every line shipped, exactly once.
+
+**Retry a failed line:** open the run's Grid, pick the failed `ship_item` instance,
+*Clear* it with *Downstream* selected. Only that line and the reducer run again.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseHook, Param, dag, get_current_context, task
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+
+from shipping.order import ORDER_SCHEMA
+from shipping.settings import (
+    DAG_ID,
+    LEDGER_CONN_ID,
+    SHIP_ITEM_MAX_ACTIVE_PER_RUN,
+    WAREHOUSE_CONN_ID,
+    WAREHOUSE_POOL,
+)
+
+# Final errors fail the task at once: retrying cannot fix a bad order or a refused line,
+# and every retry of a refusal would only repeat it. Everything else (the warehouse or
+# the ledger unreachable) falls through to the task's retries with backoff.
+FINAL_ERRORS = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=[
+                "shipping.errors.WarehouseRejected",
+                "shipping.errors.LedgerError",
+                "shipping.errors.ConnectionConfigError",
+            ],
+            action=RetryAction.FAIL,
+            reason="final: the order, the line or the configuration must change first",
+        )
+    ]
+)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "shipping",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=5),
+    "retry_policy": FINAL_ERRORS,
+}
+
+
+def _param(schema: dict[str, Any]) -> Param:
+    # Airflow 3.3.2 cannot deserialize a Param whose schema holds a "description" key
+    # ("got multiple values for keyword argument 'description'"): pass it beside.
+    body = {key: value for key, value in schema.items() if key != "description"}
+    return Param(schema=body, description=schema.get("description"))
+
+
+def _ledger() -> Any:
+    from shipping.connections import ledger_url
+    from shipping.ledger import Ledger
+
+    return Ledger.from_url(ledger_url(BaseHook.get_connection(LEDGER_CONN_ID)))
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=None,
+    catchup=False,
+    doc_md=__doc__,
+    default_args=DEFAULT_ARGS,
+    params={name: _param(schema) for name, schema in ORDER_SCHEMA["properties"].items()},
+    tags=["shipping"],
+)
+def order_intake() -> None:
+    """Wire the order's tasks; the logic lives in ``shipping.pipeline``."""
+
+    @task
+    def register_order() -> list[dict[str, Any]]:
+        from shipping import pipeline
+
+        context = get_current_context()
+        # The posted conf, not the params: keys the DAG does not declare must be refused,
+        # and Airflow's params would silently drop them.
+        registered = pipeline.register(_ledger(), context["dag_run"].conf or {})
+        # What every line shares goes to .partial() under its own key; only the lines
+        # (the return value, as mapping requires) are expanded.
+        context["ti"].xcom_push(
+            key="order",
+            value={"order_id": registered["order_id"], "ship_to": registered["ship_to"]},
+        )
+        return [dict(line) for line in registered["lines"]]
+
+    @task(
+        pool=WAREHOUSE_POOL,
+        max_active_tis_per_dagrun=SHIP_ITEM_MAX_ACTIVE_PER_RUN,
+        map_index_template="{{ line_label }}",
+        # The client already retried for about a minute; these cover longer outages.
+        retries=4,
+        retry_delay=timedelta(seconds=15),
+        retry_exponential_backoff=2.0,
+        max_retry_delay=timedelta(minutes=5),
+    )
+    def ship_item(order: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
+        from shipping import pipeline
+        from shipping.connections import warehouse_client
+
+        context = get_current_context()
+        context["line_label"] = pipeline.line_label(line)  # type: ignore[typeddict-unknown-key]
+        with warehouse_client(BaseHook.get_connection(WAREHOUSE_CONN_ID)) as client:
+            return dict(
+                pipeline.ship_line(
+                    ledger=_ledger(),
+                    client=client,
+                    order_id=order["order_id"],
+                    ship_to=order["ship_to"],
+                    line=line,  # type: ignore[arg-type]
+                    try_number=context["ti"].try_number,
+                )
+            )
+
+    @task
+    def finalize_order(order: dict[str, Any], results: Any) -> dict[str, Any]:
+        from shipping import pipeline
+
+        return pipeline.finalize(_ledger(), order["order_id"], list(results))
+
+    lines = register_order()
+    order = lines["order"]
+    shipped = ship_item.partial(order=order).expand(line=lines)
+    finalize_order(order, shipped)
+
+
+order_intake()

@@ -1,0 +1,87 @@
+"""Airflow Connections become a warehouse client and a ledger URL here, in one place.
+
+Works on anything shaped like ``airflow.sdk.Connection`` (``conn_type``, ``host``,
+``port``, ``login``, ``password``, ``schema``, ``extra_dejson``), so this module imports
+without Airflow. Bad configuration fails early and names the connection and the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy.engine import URL
+
+from shipping.errors import ConnectionConfigError
+from shipping.warehouse import WarehouseClient
+
+
+class ConnectionLike(Protocol):
+    """The fields of an Airflow Connection this module reads."""
+
+    conn_id: str | None
+    conn_type: str | None
+    host: str | None
+    port: int | None
+    login: str | None
+    password: str | None
+    schema: str | None
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+def warehouse_client(conn: ConnectionLike, **kwargs: Any) -> WarehouseClient:
+    """A warehouse client from an ``http`` connection (password = client token).
+
+    The connection's ``schema`` is the URL scheme (``http`` unless set), as in Airflow's
+    HTTP provider. ``kwargs`` go to :class:`~shipping.warehouse.WarehouseClient`.
+    """
+    if not conn.host:
+        raise ConnectionConfigError(f"connection {conn.conn_id!r}: host is not set")
+    if not conn.password:
+        raise ConnectionConfigError(
+            f"connection {conn.conn_id!r}: password (the API token) is not set"
+        )
+    scheme = conn.schema or "http"
+    if scheme not in ("http", "https"):
+        raise ConnectionConfigError(f"connection {conn.conn_id!r}: schema must be http or https")
+    host = conn.host
+    if "://" in host:  # a host written as a URL
+        base_url = host.rstrip("/")
+    else:
+        base_url = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+    return WarehouseClient(base_url, conn.password, **kwargs)
+
+
+def ledger_url(conn: ConnectionLike) -> str:
+    """A SQLAlchemy URL from a ``postgres`` (or, for tests, ``sqlite``) connection.
+
+    A ``host`` that starts with ``/`` is a Unix socket folder, as psycopg2 understands it.
+    """
+    if conn.conn_type == "sqlite":
+        if not conn.host:
+            raise ConnectionConfigError(f"connection {conn.conn_id!r}: host (the file) is not set")
+        return f"sqlite:///{conn.host}"
+    if conn.conn_type not in ("postgres", "postgresql"):
+        raise ConnectionConfigError(
+            f"connection {conn.conn_id!r}: conn_type must be postgres, got {conn.conn_type!r}"
+        )
+    if not conn.schema:
+        raise ConnectionConfigError(
+            f"connection {conn.conn_id!r}: schema (the database) is not set"
+        )
+    query: dict[str, str] = {}
+    host = conn.host or None
+    if host and host.startswith("/"):
+        query["host"] = host
+        host = None
+    url = URL.create(
+        "postgresql+psycopg2",
+        username=conn.login or None,
+        password=conn.password or None,
+        host=host,
+        port=conn.port if host else None,
+        database=conn.schema,
+        query=query,
+    )
+    return url.render_as_string(hide_password=False)

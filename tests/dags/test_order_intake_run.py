@@ -1,0 +1,108 @@
+"""order_intake under ``dag.test()`` against a real warehouse service and a PostgreSQL ledger."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shipping.demo import sample_order
+from shipping.ledger import Ledger
+from shipping.settings import DAG_ID, LEDGER_CONN_ID, WAREHOUSE_CONN_ID
+from shipping.stack import PROJECT_ROOT
+
+pytestmark = pytest.mark.airflow
+
+
+@pytest.fixture
+def ledger(postgres_url: str) -> Iterator[Ledger]:
+    """An empty ledger on a fresh PostgreSQL database."""
+    ledger = Ledger.from_url(postgres_url)
+    ledger.create_schema()
+    yield ledger
+    ledger.dispose()
+
+
+@pytest.fixture
+def dag(airflow_db: Any, warehouse: Any, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """order_intake with its connections pointing at the test warehouse and ledger."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    url = ledger.engine.url
+    socket_dir = url.query.get("host")
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}",
+        json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": socket_dir or url.host,
+                "port": url.port,
+                "login": url.username,
+                "password": url.password,
+                "schema": url.database,
+            }
+        ),
+    )
+    host_port = warehouse.base_url.split("://", 1)[1]
+    host, port = host_port.rsplit(":", 1)
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}",
+        json.dumps(
+            {"conn_type": "http", "host": host, "port": int(port), "password": warehouse.api_token}
+        ),
+    )
+    return DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags[DAG_ID]
+
+
+def states(run: Any) -> Counter[tuple[str, str]]:
+    return Counter((ti.task_id, str(ti.state)) for ti in run.get_task_instances())
+
+
+def test_all_lines_ship_and_the_order_is_finalized(
+    dag: Any, ledger: Ledger, warehouse: Any
+) -> None:
+    """Every line gets one shipment; the reducer marks the order SHIPPED."""
+    doc = sample_order(f"DT-{uuid.uuid4().hex[:8]}", 4)
+    run = dag.test(run_conf=doc)
+    assert str(run.state) == "success"
+    status = ledger.get_order(doc["order_id"])
+    assert status is not None
+    assert status.state == "SHIPPED"
+    assert Counter(s["line_id"] for s in warehouse.shipments(doc["order_id"])) == Counter(
+        {"1": 1, "2": 1, "3": 1, "4": 1}
+    )
+
+
+def test_a_refused_line_fails_alone_and_the_order_is_not_finalized(
+    dag: Any, ledger: Ledger, warehouse: Any
+) -> None:
+    """A refused SKU fails its own instance; siblings ship; no SHIPPED order."""
+    doc = sample_order(f"DT-{uuid.uuid4().hex[:8]}", 3)
+    doc["items"][2]["sku"] = "NOPE-1"
+    warehouse.set_faults(reject_skus=["NOPE-*"])
+    run = dag.test(run_conf=doc)
+    assert str(run.state) == "failed"
+    assert states(run)[("ship_item", "success")] == 2
+    assert states(run)[("ship_item", "failed")] == 1
+    assert states(run)[("finalize_order", "upstream_failed")] == 1
+    status = ledger.get_order(doc["order_id"])
+    assert status is not None
+    assert status.state == "SHIPPING"
+    assert [line.state for line in status.lines] == ["SHIPPED", "SHIPPED", "FAILED"]
+    assert "NOPE-1" in (status.lines[2].last_error or "")
+
+
+def test_duplicate_line_ids_reject_the_order(dag: Any, ledger: Ledger, warehouse: Any) -> None:
+    """Duplicate line ids: REJECTED with the reason, nothing shipped."""
+    doc = sample_order(f"DT-{uuid.uuid4().hex[:8]}", 2)
+    doc["items"][1]["line_id"] = "1"
+    run = dag.test(run_conf=doc)
+    assert str(run.state) == "failed"
+    status = ledger.get_order(doc["order_id"])
+    assert status is not None
+    assert status.state == "REJECTED"
+    assert warehouse.shipments(doc["order_id"]) == []

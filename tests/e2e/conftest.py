@@ -1,0 +1,115 @@
+"""The real local stack for end-to-end tests, started once per session.
+
+The stack is the one ``make up`` starts (PostgreSQL, the warehouse, Airflow's
+api-server, scheduler, dag-processor and triggerer), in a temporary folder, on free
+ports, with its databases under a unique prefix on the session's PostgreSQL server, so
+it never meets a developer's own stack. Tests talk to it only through public
+interfaces: Airflow's REST API, the warehouse's HTTP API and the ``shipping`` command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipping import localpg
+from shipping.airflow_api import AirflowClient
+from shipping.settings import (
+    AIRFLOW_ADMIN_USER,
+    AIRFLOW_DATABASE,
+    LEDGER_DATABASE,
+    WAREHOUSE_DATABASE,
+)
+from shipping.stack import Stack, StackState
+from shipping.warehouse import WarehouseAdmin, WarehouseClient
+
+pytestmark = pytest.mark.e2e
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_airflow_port() -> int:
+    """A port p with p, p+1 and Airflow's two log-server ports (p+713, p+714) free."""
+    for base in range(18080, 19000, 10):
+        if all(_free(p) for p in (base, base + 1, base + 713, base + 714)):
+            return base
+    raise RuntimeError("no free ports for the test stack")
+
+
+@dataclass
+class LiveStack:
+    """Handles on the running test stack."""
+
+    state: StackState
+    env: dict[str, str]
+    api: AirflowClient
+    warehouse: WarehouseClient
+    admin: WarehouseAdmin
+
+    def shipping(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the ``shipping`` command against this stack, as a user would."""
+        command = Path(sys.executable).parent / "shipping"
+        return subprocess.run(
+            [str(command), *args], env=self.env, capture_output=True, text=True, check=False
+        )
+
+    def status(self, order_id: str) -> dict[str, Any]:
+        """``shipping status ORDER_ID --json``, parsed."""
+        result = self.shipping("status", order_id, "--json")
+        assert result.returncode == 0, result.stderr
+        doc: dict[str, Any] = json.loads(result.stdout)
+        return doc
+
+
+@pytest.fixture(scope="session")
+def live_stack(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str
+) -> Iterator[LiveStack]:
+    """The whole system, up and healthy, for the session."""
+    port = _free_airflow_port()
+    prefix = f"e2e_{uuid.uuid4().hex[:8]}_"
+    env = {
+        **os.environ,
+        "SHIPPING_STACK_DIR": str(tmp_path_factory.mktemp("stack")),
+        "SHIPPING_POSTGRES_URL": postgres_server_url,
+        "SHIPPING_DATABASE_PREFIX": prefix,
+        "SHIPPING_AIRFLOW_PORT": str(port),
+        "SHIPPING_WAREHOUSE_PORT": str(port + 1),
+        "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
+        "WAREHOUSE_API_TOKEN": secrets.token_urlsafe(16),
+        "WAREHOUSE_ADMIN_TOKEN": secrets.token_urlsafe(16),
+    }
+    stack = Stack(env=env, echo=lambda _: None)
+    state = stack.up()
+    try:
+        with (
+            AirflowClient(state.airflow_url, AIRFLOW_ADMIN_USER, state.admin_password) as api,
+            WarehouseClient(state.warehouse_url, state.warehouse_api_token) as warehouse,
+        ):
+            admin = WarehouseAdmin(state.warehouse_url, state.warehouse_admin_token)
+            yield LiveStack(state, env, api, warehouse, admin)
+    finally:
+        stack.down(quiet=True)
+        for name in (AIRFLOW_DATABASE, LEDGER_DATABASE, WAREHOUSE_DATABASE):
+            localpg.drop_database(postgres_server_url, prefix + name)
+
+
+@pytest.fixture
+def stack(live_stack: LiveStack) -> Iterator[LiveStack]:
+    """The session's stack, with the warehouse's faults reset after each test."""
+    yield live_stack
+    live_stack.admin.reset_faults()
