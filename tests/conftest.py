@@ -8,6 +8,7 @@ no database service runs the PostgreSQL tests too (they are never skipped).
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +19,17 @@ from shipping import localpg
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a PostgreSQL server on which tests may create their own databases."""
     given = os.environ.get("SHIPPING_POSTGRES_URL")
     if given:
-        return given
+        yield given
+        return
     # A short base path keeps the server's Unix socket under the OS path-length limit.
-    return localpg.start(Path(tmp_path_factory.mktemp("pg")) / "data", keep_running=False)
+    pgdata = Path(tmp_path_factory.mktemp("pg")) / "data"
+    yield localpg.start(pgdata, keep_running=True)
+    localpg.stop(pgdata)
+    shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.fixture
