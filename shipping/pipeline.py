@@ -117,6 +117,20 @@ def ship_line(
     if shipped is not None:
         logger.info("line %s:%s already shipped as %s", order_id, line_id, shipped)
         return _result(line, shipment_id=shipped, replayed=True, attempts=0)
+    if try_number > 1:
+        # A retry or a clear, maybe days later: past the warehouse's key retention a
+        # repeated POST would ship again, so ask the warehouse what it already has.
+        found = _existing_shipment(client, order_id, line_id)
+        if found is not None:
+            ledger.record_shipped(
+                order_id=order_id,
+                line_id=line_id,
+                try_number=try_number,
+                requests=1,
+                shipment_id=found,
+            )
+            logger.info("line %s:%s found shipped at the warehouse as %s", order_id, line_id, found)
+            return _result(line, shipment_id=found, replayed=True, attempts=1)
     try:
         result = client.create_shipment(
             order_id=order_id,
@@ -154,6 +168,13 @@ def ship_line(
     )
 
 
+def _existing_shipment(client: WarehouseClient, order_id: str, line_id: str) -> str | None:
+    for shipment in client.list_shipments(order_id):
+        if shipment["line_id"] == line_id:
+            return str(shipment["shipment_id"])
+    return None
+
+
 def _result(line: LineWork, *, shipment_id: str, replayed: bool, attempts: int) -> LineResult:
     return {
         "line_id": line["line_id"],
@@ -175,15 +196,17 @@ def finalize(ledger: Ledger, order_id: str, results: Iterable[Mapping[str, Any]]
         shipping.ledger.OrderIncomplete: A line has no shipment.
     """
     reported = {r["line_id"]: r["shipment_id"] for r in results}
-    finalization = ledger.finalize_order(order_id=order_id)
-    status = finalization.summary
-    for line in status.lines:
+    recorded = ledger.get_order(order_id)
+    for line in recorded.lines if recorded else ():
         if line.line_id in reported and reported[line.line_id] != line.shipment_id:
-            # A task reported another shipment than the ledger holds: never hide that.
+            # A task reported another shipment than the ledger holds: never hide that,
+            # and never finalize over it.
             raise RuntimeError(
                 f"line {order_id}:{line.line_id}: task reported {reported[line.line_id]}, "
                 f"ledger holds {line.shipment_id}"
             )
+    finalization = ledger.finalize_order(order_id=order_id)
+    status = finalization.summary
     logger.info(
         "order %s %s (%d lines)",
         order_id,

@@ -64,6 +64,10 @@ START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
 
 
+#: Services this process started, by pid, so that `down` in the same process reaps them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class StackError(RuntimeError):
     """The stack could not be started or stopped; the message says why and where to look."""
 
@@ -172,9 +176,6 @@ class Stack:
         # Several stacks (a developer's and the tests') can share one PostgreSQL server.
         self.db_prefix = self.env.get("SHIPPING_DATABASE_PREFIX", "")
         self.echo = echo
-        # Processes this object started; reaped in `down` (a `make up` process just exits
-        # and leaves them running).
-        self._children: list[subprocess.Popen[bytes]] = []
 
     # ----------------------------------------------------------------- queries
     def state(self) -> StackState | None:
@@ -401,7 +402,7 @@ class Stack:
                 cwd=self.dir,
                 start_new_session=True,
             )
-        self._children.append(proc)
+        _CHILDREN[proc.pid] = proc
         return proc.pid
 
     def _wait_healthy(self, state: StackState) -> None:
@@ -443,9 +444,9 @@ class Stack:
                 self.echo("The stack is not running.")
             return False
         stopped = _stop_groups(state.pids)
-        for child in self._children:
-            child.wait()
-        self._children.clear()
+        for pid in state.pids.values():
+            if (child := _CHILDREN.pop(pid, None)) is not None:
+                child.wait()  # reap our own child (a `make up` process has long exited)
         if state.embedded_postgres and localpg.stop(self.dir / "postgres"):
             stopped.append("postgres")
         state.pids.clear()

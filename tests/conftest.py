@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: a real PostgreSQL server.
+"""Fixtures shared by the whole suite: a real PostgreSQL server and a real warehouse.
 
 PostgreSQL comes from ``SHIPPING_POSTGRES_URL`` when it is set; otherwise the suite starts
 the embedded server of :mod:`shipping.localpg` once per session, so a fresh laptop with
@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from shipping import localpg
+from warehouse_mock.settings import Settings
+from warehouse_mock.testing import WarehouseHandle, serve_warehouse
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +47,6 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
 # A real warehouse server (uvicorn in a thread, SQLite file) shared by the whole session:
 # the warehouse_mock tests and the client tests talk HTTP to it. ``warehouse`` resets its
 # faults before and after each test; tests keep apart by using unique order ids and keys.
-# The imports sit here, not at the top, to keep this section self-contained.
-
-from warehouse_mock.settings import Settings  # noqa: E402
-from warehouse_mock.testing import WarehouseHandle, serve_warehouse  # noqa: E402
 
 WAREHOUSE_TEST_API_TOKEN = "test-client-token-1f7c2a"
 WAREHOUSE_TEST_OTHER_API_TOKEN = "test-client-token-9b4e6d"

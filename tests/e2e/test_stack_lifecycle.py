@@ -1,0 +1,47 @@
+"""`make up` / `make down` behaviour, on the session's stack (runs after the order flow)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from shipping.settings import DAG_ID
+from shipping.stack import Stack
+from tests.e2e.conftest import LiveStack
+
+pytestmark = pytest.mark.e2e
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_twice_says_it_is_already_up(stack: LiveStack) -> None:
+    """A second `up` changes nothing and says so."""
+    said: list[str] = []
+    state = Stack(env=stack.env, echo=said.append).up()
+    assert state.pids == stack.state.pids
+    assert said == [f"The stack is already up: Airflow {stack.state.airflow_url}"]
+
+
+def test_the_pool_and_an_unpaused_dag_exist_after_up(stack: LiveStack) -> None:
+    """The stack's bootstrap created the pool and made order_intake runnable."""
+    pool = stack.api.request("GET", "/pools/warehouse").json()
+    assert pool["slots"] >= 1
+    dag = stack.api.request("GET", f"/dags/{DAG_ID}").json()
+    assert dag["is_paused"] is False
+
+
+def test_down_frees_the_ports_and_up_works_again(stack: LiveStack) -> None:
+    """`down` stops every process it started and frees the ports; `up` comes back healthy."""
+    ports = [stack.state.airflow_url.rsplit(":", 1)[1], stack.state.warehouse_url.rsplit(":", 1)[1]]
+    lifecycle = Stack(env=stack.env, echo=lambda _: None)
+    assert lifecycle.down() is True
+    assert not any(listening(int(p)) for p in ports)
+    assert lifecycle.running() == {}
+    state = lifecycle.up()
+    assert all(lifecycle.running().values())
+    assert set(state.pids) == {"warehouse", "api-server", "scheduler", "dag-processor", "triggerer"}
+    assert stack.warehouse.health()

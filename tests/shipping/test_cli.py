@@ -1,0 +1,79 @@
+"""The `shipping` command where it needs no running stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shipping import cli
+from shipping.demo import sample_order
+
+
+def test_submit_refuses_an_invalid_order_before_calling_airflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad order is refused locally with every reason, exit code 2."""
+    doc = sample_order("ORD-1", 2)
+    doc["items"][1]["line_id"] = "1"
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps(doc))
+    assert cli.main(["submit", str(path)]) == cli.EXIT_REFUSED
+    assert "duplicate line_id '1'" in capsys.readouterr().err
+
+
+def test_submit_refuses_a_file_that_is_not_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unreadable input is a clear refusal, not a traceback."""
+    path = tmp_path / "order.json"
+    path.write_text("{not json")
+    assert cli.main(["submit", str(path)]) == cli.EXIT_REFUSED
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_status_of_an_unknown_order_exits_1_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An order the ledger does not know: exit code 1 and its id in the message."""
+    from shipping.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Ledger.from_url(url).create_schema()
+    monkeypatch.setenv("SHIPPING_LEDGER_URL", url)
+    assert cli.main(["status", "NOPE-1"]) == cli.EXIT_NOT_FOUND
+    assert "unknown order 'NOPE-1'" in capsys.readouterr().err
+
+
+def test_render_status_shows_each_line_and_the_reason() -> None:
+    """The table has a row per line; a rejected order shows why."""
+    doc = {
+        "order_id": "O-1",
+        "state": "SHIPPING",
+        "lines": [
+            {
+                "line_id": "1",
+                "sku": "A",
+                "quantity": 1,
+                "state": "SHIPPED",
+                "attempts": 2,
+                "shipment_id": "shp_1",
+                "last_error": None,
+            },
+            {
+                "line_id": "2",
+                "sku": "B",
+                "quantity": 3,
+                "state": "FAILED",
+                "attempts": 1,
+                "shipment_id": None,
+                "last_error": "sku refused",
+            },
+        ],
+    }
+    text = cli.render_status(doc, reason="because")
+    assert "order O-1: SHIPPING (1/2 lines shipped)" in text
+    assert "reason: because" in text
+    assert "shp_1" in text
+    assert "sku refused" in text
