@@ -179,31 +179,25 @@ class AirflowClient:
             return None
         return run
 
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        """Every task instance of the run, mapped ones included."""
+    def _pages(self, path: str, key: str) -> list[dict[str, Any]]:
+        """Every item of a paginated collection (``limit``/``offset``, ``total_entries``)."""
         found: list[dict[str, Any]] = []
         while True:
-            page = self._json(
-                "GET",
-                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                params={"limit": 100, "offset": len(found)},
-            )
-            found.extend(page["task_instances"])
-            if not page["task_instances"] or len(found) >= page["total_entries"]:
+            page = self._json("GET", path, params={"limit": 100, "offset": len(found)})
+            found.extend(page[key])
+            if not page[key] or len(found) >= page["total_entries"]:
                 return found
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Every task instance of the run, mapped ones included."""
+        return self._pages(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", "task_instances")
 
     def mapped_instances(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
         """The mapped instances of one task, with their names (``rendered_map_index``)."""
-        found: list[dict[str, Any]] = []
-        while True:
-            page = self._json(
-                "GET",
-                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/listMapped",
-                params={"limit": 100, "offset": len(found)},
-            )
-            found.extend(page["task_instances"])
-            if not page["task_instances"] or len(found) >= page["total_entries"]:
-                return found
+        return self._pages(
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/listMapped",
+            "task_instances",
+        )
 
     def clear_mapped(
         self, dag_id: str, run_id: str, task_id: str, map_indexes: list[int]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -16,24 +17,15 @@ from shipping.order import (
     parse_order,
     run_id_for,
 )
+from shipping.stack import PROJECT_ROOT
 
 
 def valid_order() -> dict[str, Any]:
-    return {
-        "order_id": "ORD-1001",
-        "customer_id": "C-42",
-        "ship_to": {
-            "name": "Ada Lovelace",
-            "line1": "1 Main St",
-            "city": "Berlin",
-            "postal_code": "10115",
-            "country": "DE",
-        },
-        "items": [
-            {"line_id": "1", "sku": "MUG-RED", "quantity": 2},
-            {"line_id": "2", "sku": "TEE-L", "quantity": 1},
-        ],
-    }
+    """The README's example order (so the documented example stays valid)."""
+    doc: dict[str, Any] = json.loads(
+        (PROJECT_ROOT / "docs" / "examples" / "order.json").read_text()
+    )
+    return doc
 
 
 def test_valid_order_parses_into_the_typed_model() -> None:
