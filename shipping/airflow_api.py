@@ -45,6 +45,7 @@ class TriggerOutcome:
     """The answer to a trigger: its status, Airflow's reason when refused, the run."""
 
     status: TriggerStatus
+    http_status: int
     run: dict[str, Any] | None = None
     reason: str | None = None
 
@@ -160,11 +161,13 @@ class AirflowClient:
             json={"dag_run_id": run_id, "logical_date": None, "conf": dict(conf)},
         )
         if response.status_code in (200, 201):
-            return TriggerOutcome(TriggerStatus.ACCEPTED, run=response.json())
+            return TriggerOutcome(TriggerStatus.ACCEPTED, 200, run=response.json())
         if response.status_code == 409:
-            return TriggerOutcome(TriggerStatus.EXISTS, run=self.get_run(dag_id, run_id))
+            return TriggerOutcome(TriggerStatus.EXISTS, 409, run=self.get_run(dag_id, run_id))
         if response.status_code in (400, 422):
-            return TriggerOutcome(TriggerStatus.REFUSED, reason=_detail(response))
+            return TriggerOutcome(
+                TriggerStatus.REFUSED, response.status_code, reason=_detail(response)
+            )
         raise AirflowApiError(
             f"trigger {dag_id}/{run_id}: {response.status_code} {_detail(response)}",
             status=response.status_code,

@@ -209,9 +209,9 @@ class Stack:
 
         started = time.monotonic()
         self.logs.mkdir(parents=True, exist_ok=True)
-        state = self._prepare()
-        self._save(state)
         try:
+            state = self._prepare()
+            self._save(state)
             env = self._airflow_env(state)
             self.echo("Migrating Airflow's database ...")
             self._run(["airflow", "db", "migrate"], env, "airflow-migrate")
@@ -245,13 +245,21 @@ class Stack:
             self.echo(f"Start failed; logs are in {self.logs}")
             self.down(quiet=True)
             raise
-        self.echo(
-            f"The stack is up ({time.monotonic() - started:.0f} s).\n"
-            f"  Airflow UI and API  {state.airflow_url}  (user {AIRFLOW_ADMIN_USER})\n"
+        self.echo(f"The stack is up ({time.monotonic() - started:.0f} s).\n{self.describe(state)}")
+        return state
+
+    def describe(self, state: StackState) -> str:
+        """Where the services are and where their credentials and logs are."""
+        password = (
+            "from AIRFLOW_ADMIN_PASSWORD"
+            if self.env.get("AIRFLOW_ADMIN_PASSWORD")
+            else f"in {self.dir / 'state.json'}"
+        )
+        return (
+            f"  Airflow UI and API  {state.airflow_url}  (user {AIRFLOW_ADMIN_USER}, password {password})\n"
             f"  Warehouse API       {state.warehouse_url}  (docs at /docs)\n"
             f"  Logs                {self.logs}"
         )
-        return state
 
     def _prepare(self) -> StackState:
         """Credentials, PostgreSQL and its three databases, the ledger's tables."""
@@ -439,18 +447,18 @@ class Stack:
     def down(self, *, quiet: bool = False) -> bool:
         """Stop everything ``up`` started; return whether anything was running."""
         state = self.state()
-        if state is None:
-            if not quiet:
-                self.echo("The stack is not running.")
-            return False
-        stopped = _stop_groups(state.pids)
-        for pid in state.pids.values():
+        pids = state.pids if state else {}
+        stopped = _stop_groups(pids)
+        for pid in pids.values():
             if (child := _CHILDREN.pop(pid, None)) is not None:
                 child.wait()  # reap our own child (a `make up` process has long exited)
-        if state.embedded_postgres and localpg.stop(self.dir / "postgres"):
+        # The embedded server is ours whenever it runs, even if `up` failed before it
+        # could record its state.
+        if (self.dir / "postgres").exists() and localpg.stop(self.dir / "postgres"):
             stopped.append("postgres")
-        state.pids.clear()
-        self._save(state)
+        if state is not None:
+            state.pids.clear()
+            self._save(state)
         for port in (self.ports.airflow, self.ports.warehouse):
             _wait_until(lambda p=port: not _port_open(p), STOP_TIMEOUT_S)  # type: ignore[misc]
         if not quiet:
@@ -460,11 +468,13 @@ class Stack:
     def status(self) -> int:
         """Print each process and whether it runs; 0 when all run."""
         running = self.running()
-        if not running:
+        state = self.state()
+        if not running or state is None:
             self.echo("The stack is not running.")
             return 1
         for name, ok in running.items():
             self.echo(f"  {name:<14} {'running' if ok else 'STOPPED'}")
+        self.echo(self.describe(state))
         return 0 if all(running.values()) else 1
 
 

@@ -64,6 +64,25 @@ def test_posted_order_ships_every_line_once_and_is_shipped(stack: LiveStack) -> 
     assert {line["line_id"]: line["shipment_id"] for line in status["lines"]} == shipment_ids
 
 
+def test_submit_posts_a_new_order_and_status_shows_it_shipped(
+    stack: LiveStack, tmp_path: Path
+) -> None:
+    """`shipping submit` accepts a new order; `shipping status --json` shows every line."""
+    doc = new_order(2)
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps(doc))
+    result = stack.shipping("submit", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"order {doc['order_id']} accepted" in result.stdout
+    assert run_to_end(stack, doc) == "success"
+    status = stack.status(doc["order_id"])
+    assert set(status) == {"order_id", "state", "lines"}
+    assert status["state"] == "SHIPPED"
+    assert [set(line) for line in status["lines"]] == [
+        {"line_id", "sku", "quantity", "state", "attempts", "shipment_id", "last_error"}
+    ] * 2
+
+
 def test_each_mapped_instance_is_named_by_line_and_sku(stack: LiveStack) -> None:
     """Operators see `line <id> · <sku>` for each mapped instance in the UI and API."""
     doc = new_order(3)
@@ -90,7 +109,8 @@ def test_bad_order_is_refused_with_400_and_creates_no_run(
     run_id = f"order-bad-{uuid.uuid4().hex[:8]}"
     outcome = post(stack, doc, run_id)
     assert outcome.status is TriggerStatus.REFUSED
-    assert param in (outcome.reason or "")
+    assert outcome.http_status == 400
+    assert f"Invalid input for param {param}" in (outcome.reason or "")
     assert stack.api.get_run(DAG_ID, run_id) is None
 
 
@@ -100,6 +120,7 @@ def test_missing_field_is_refused_with_400(stack: LiveStack) -> None:
     del doc["items"]
     outcome = post(stack, doc)
     assert outcome.status is TriggerStatus.REFUSED
+    assert outcome.http_status == 400
     assert stack.api.get_run(DAG_ID, run_id_for(doc["order_id"])) is None
 
 
@@ -129,6 +150,7 @@ def test_same_order_twice_is_409_and_ships_nothing_new(stack: LiveStack, tmp_pat
     assert run_to_end(stack, doc) == "success"
     again = post(stack, doc)
     assert again.status is TriggerStatus.EXISTS
+    assert again.http_status == 409
     path = tmp_path / "order.json"
     path.write_text(json.dumps(doc))
     result = stack.shipping("submit", str(path))
