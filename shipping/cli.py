@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import sqlalchemy.exc
 
-from shipping.airflow_api import AirflowClient, TriggerStatus
+from shipping.airflow_api import AirflowApiError, AirflowClient, TriggerStatus
 from shipping.order import InvalidOrder, content_hash, parse_order
 from shipping.settings import DAG_ID, ClientSettings, SettingsError
 from shipping.stack import load_state
@@ -154,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
-    except (SettingsError, requests.ConnectionError) as exc:
-        print(f"error: cannot reach Airflow: {exc}", file=sys.stderr)
+    except (SettingsError, AirflowApiError, requests.RequestException) as exc:
+        print(f"error: Airflow: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except sqlalchemy.exc.OperationalError as exc:
+        print(f"error: cannot reach the ledger: {exc.orig}", file=sys.stderr)
         return EXIT_NOT_FOUND
 
 

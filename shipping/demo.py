@@ -72,9 +72,11 @@ def _post_and_wait(
             run = api.get_run(DAG_ID, run_id)
             state = run["state"] if run else "missing"
             status = ledger.get_order(order_id)
-            shipped = sum(1 for line in status.lines if line.state == "SHIPPED") if status else 0
-            total = len(status.lines) if status else 0
-            parts.append(f"{order_id} {shipped}/{total} shipped ({state})")
+            if status is None:
+                parts.append(f"{order_id} registering ({state})")
+            else:
+                shipped = sum(1 for line in status.lines if line.state == "SHIPPED")
+                parts.append(f"{order_id} {shipped}/{len(status.lines)} shipped ({state})")
             if state in ("success", "failed"):
                 finished[order_id] = state
                 del pending[order_id]

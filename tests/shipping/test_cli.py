@@ -77,3 +77,24 @@ def test_render_status_shows_each_line_and_the_reason() -> None:
     assert "reason: because" in text
     assert "shp_1" in text
     assert "sku refused" in text
+
+
+def test_status_says_when_the_ledger_cannot_be_reached(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreachable ledger is a one-line error and exit code 1, not a traceback."""
+    monkeypatch.setenv("SHIPPING_LEDGER_URL", "postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    assert cli.main(["status", "ORD-1"]) == cli.EXIT_NOT_FOUND
+    assert "cannot reach the ledger" in capsys.readouterr().err
+
+
+def test_submit_says_when_airflow_cannot_be_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopped Airflow is a one-line error and exit code 1, not a traceback."""
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps(sample_order("ORD-1", 1)))
+    monkeypatch.setenv("SHIPPING_AIRFLOW_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AIRFLOW_ADMIN_PASSWORD", "some-password")
+    assert cli.main(["submit", str(path)]) == cli.EXIT_NOT_FOUND
+    assert "error: Airflow:" in capsys.readouterr().err
