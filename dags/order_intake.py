@@ -115,7 +115,7 @@ def order_intake() -> None:
         from shipping.connections import warehouse_client
 
         context = get_current_context()
-        context["line_label"] = pipeline.line_label(line)  # type: ignore[typeddict-unknown-key]
+        context["line_label"] = pipeline.line_label(line)  # rendered as the instance name
         with warehouse_client(BaseHook.get_connection(WAREHOUSE_CONN_ID)) as client:
             return dict(
                 pipeline.ship_line(
@@ -123,7 +123,7 @@ def order_intake() -> None:
                     client=client,
                     order_id=order["order_id"],
                     ship_to=order["ship_to"],
-                    line=line,  # type: ignore[arg-type]
+                    line=line,
                     try_number=context["ti"].try_number,
                 )
             )

@@ -80,7 +80,9 @@ def submit(path: Path) -> int:
         print(f"order {order.order_id} accepted as run {order.run_id}")
         return EXIT_OK
     if outcome.status is TriggerStatus.REFUSED:
-        raise CliError(f"order {order.order_id} refused by Airflow: {outcome.reason}", EXIT_REFUSED)
+        # Airflow appends the whole JSON schema to the reason; its first line says it all.
+        reason = (outcome.reason or "").split("\n\n", 1)[0]
+        raise CliError(f"order {order.order_id} refused by Airflow: {reason}", EXIT_REFUSED)
     existing = (outcome.run or {}).get("conf") or {}
     if content_hash(existing) == order.content_hash():
         state = (outcome.run or {}).get("state")
