@@ -394,7 +394,9 @@ class Stack:
                 argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir, check=False
             )
         if result.returncode != 0:
-            raise StackError(f"`{' '.join(argv)}` failed ({result.returncode}); see {log}")
+            raise StackError(
+                f"`{' '.join(argv)}` failed ({result.returncode}); {log} ends with:\n{_tail(log)}"
+            )
 
     def _spawn(self, argv: list[str], env: Mapping[str, str], name: str) -> int:
         log = self.logs / f"{name}.log"
@@ -419,7 +421,8 @@ class Stack:
         while pending:
             for name, pid in state.pids.items():
                 if not _alive(pid):
-                    raise StackError(f"{name} exited during start; see {self.logs / name}.log")
+                    log = self.logs / f"{name}.log"
+                    raise StackError(f"{name} exited during start; {log} ends with:\n{_tail(log)}")
             if "warehouse" in pending and _healthy(f"{state.warehouse_url}/healthz"):
                 pending.discard("warehouse")
             if "airflow" in pending and _airflow_healthy(state.airflow_url):
@@ -476,6 +479,13 @@ class Stack:
             self.echo(f"  {name:<14} {'running' if ok else 'STOPPED'}")
         self.echo(self.describe(state))
         return 0 if all(running.values()) else 1
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _postgres_connection(url: str) -> dict[str, Any]:

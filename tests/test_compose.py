@@ -549,3 +549,69 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context(source: str) -
     """Each file or folder the Dockerfile copies exists and .dockerignore admits it."""
     assert (REPO / source).exists()
     assert _admitted_by_dockerignore(source.split("/")[0])
+
+
+def _local_stack_airflow_env(tmp_path: Path) -> dict[str, str]:
+    """The environment `make up` gives every Airflow component (no process started)."""
+    from shipping.stack import Stack, StackState
+
+    state = StackState(
+        airflow_url="http://127.0.0.1:8080",
+        warehouse_url="http://127.0.0.1:8081",
+        admin_password="pw-for-the-test",
+        warehouse_api_token="client-token-for-the-test",
+        warehouse_admin_token="admin-token-for-the-test",
+        ledger_url="postgresql+psycopg2://u@db/shipping_ledger",
+        postgres_url="postgresql+psycopg2://u@db/postgres",
+        embedded_postgres=False,
+    )
+    stack = Stack(directory=tmp_path, env={}, echo=lambda _: None)
+    return stack._airflow_env(state)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__CORE__LOAD_EXAMPLES",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
+    ],
+)
+def test_compose_and_the_local_stack_set_the_same_airflow_setting(
+    tmp_path: Path, setting: str
+) -> None:
+    """Both ways of running the system configure Airflow on the same points."""
+    local = _local_stack_airflow_env(tmp_path)
+    assert setting in local
+    assert setting in _environment(COMPOSE["services"]["airflow-scheduler"])
+
+
+def test_compose_and_the_local_stack_agree_on_the_connections(tmp_path: Path) -> None:
+    """Same AIRFLOW_CONN_* variables, same connection types, in compose and `make up`."""
+    local = {
+        k: v for k, v in _local_stack_airflow_env(tmp_path).items() if k.startswith("AIRFLOW_CONN_")
+    }
+    compose = {
+        k: v
+        for k, v in _environment(COMPOSE["services"]["airflow-scheduler"]).items()
+        if k.startswith("AIRFLOW_CONN_")
+    }
+    assert set(local) == set(compose)
+    for name, value in local.items():
+        assert json.loads(value)["conn_type"] == json.loads(_resolve(compose[name]))["conn_type"]
+
+
+def test_compose_and_the_local_stack_agree_on_the_executor_and_users(tmp_path: Path) -> None:
+    """LocalExecutor, examples off, DAGs unpaused, user admin: the same in both."""
+    local = _local_stack_airflow_env(tmp_path)
+    compose = _environment(COMPOSE["services"]["airflow-scheduler"])
+    for setting in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"):
+        assert local[setting] == compose[setting]
+    for setting in ("AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"):
+        assert local[setting].lower() == compose[setting].lower() == "false"
