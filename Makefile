@@ -14,7 +14,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 install: $(VENV)/.installed
 
 $(UV):
-	$(PYTHON) -m venv $(TOOLS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "error: $(PYTHON) is older than 3.11; run make PYTHON=python3.11 (or newer)"; exit 1; }
+	@$(PYTHON) -m venv $(TOOLS) || \
+		{ echo "error: '$(PYTHON) -m venv' failed; install venv (Debian/Ubuntu: apt install python3-venv)"; exit 1; }
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.installed: uv.lock pyproject.toml | $(UV)
