@@ -130,7 +130,7 @@ def render_status(doc: dict[str, Any], *, reason: str | None = None) -> str:
             line["state"],
             str(line["attempts"]),
             line["shipment_id"] or "-",
-            (line["last_error"] or "-")[:60],
+            _last_error(line),
         )
         for line in lines
     ]
@@ -138,6 +138,15 @@ def render_status(doc: dict[str, Any], *, reason: str | None = None) -> str:
     for row in [header, *rows]:
         out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(out)
+
+
+def _last_error(line: dict[str, Any]) -> str:
+    error = str(line["last_error"] or "")
+    if not error:
+        return "-"
+    # A shipped line keeps the error it met on the way, as history.
+    prefix = "recovered from: " if line["state"] == "SHIPPED" else ""
+    return (prefix + error)[:72]
 
 
 def main(argv: list[str] | None = None) -> int:

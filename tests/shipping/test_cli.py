@@ -77,6 +77,22 @@ def test_render_status_shows_each_line_and_the_reason() -> None:
     assert "reason: because" in text
     assert "shp_1" in text
     assert "sku refused" in text
+    assert "recovered from:" not in text
+
+
+def test_render_status_marks_an_error_a_shipped_line_recovered_from() -> None:
+    """A shipped line's last error is history, and the table says so."""
+    line = {
+        "line_id": "1",
+        "sku": "A",
+        "quantity": 1,
+        "state": "SHIPPED",
+        "attempts": 2,
+        "shipment_id": "shp_1",
+        "last_error": "sku refused",
+    }
+    text = cli.render_status({"order_id": "O-1", "state": "SHIPPED", "lines": [line]})
+    assert "recovered from: sku refused" in text
 
 
 def test_status_says_when_the_ledger_cannot_be_reached(
