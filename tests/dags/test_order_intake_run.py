@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shipping.connections import ledger_connection, warehouse_connection
 from shipping.demo import sample_order
 from shipping.ledger import Ledger
 from shipping.settings import DAG_ID, LEDGER_CONN_ID, WAREHOUSE_CONN_ID
@@ -32,28 +33,11 @@ def dag(airflow_db: Any, warehouse: Any, ledger: Ledger, monkeypatch: pytest.Mon
     """order_intake with its connections pointing at the test warehouse and ledger."""
     from airflow.dag_processing.dagbag import DagBag
 
-    url = ledger.engine.url
-    socket_dir = url.query.get("host")
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}",
-        json.dumps(
-            {
-                "conn_type": "postgres",
-                "host": socket_dir or url.host,
-                "port": url.port,
-                "login": url.username,
-                "password": url.password,
-                "schema": url.database,
-            }
-        ),
-    )
-    host_port = warehouse.base_url.split("://", 1)[1]
-    host, port = host_port.rsplit(":", 1)
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}", json.dumps(ledger_connection(url)))
     monkeypatch.setenv(
         f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}",
-        json.dumps(
-            {"conn_type": "http", "host": host, "port": int(port), "password": warehouse.api_token}
-        ),
+        json.dumps(warehouse_connection(warehouse.base_url, warehouse.api_token)),
     )
     return DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags[DAG_ID]
 

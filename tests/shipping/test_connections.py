@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from shipping.connections import ledger_url, warehouse_client
+from shipping.connections import (
+    ledger_connection,
+    ledger_url,
+    warehouse_client,
+    warehouse_connection,
+)
 from shipping.errors import ConnectionConfigError
 
 
@@ -89,3 +94,23 @@ def test_bad_ledger_connection_names_the_field(conn: Conn, message: str) -> None
     """Only postgres (and sqlite for tests) ledgers; the database must be named."""
     with pytest.raises(ConnectionConfigError, match=message):
         ledger_url(conn)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://u:p@db:5432/ledger",
+        "postgresql+psycopg2://postgres@/ledger?host=/run/pg",
+    ],
+)
+def test_ledger_connection_round_trips_to_the_same_url(url: str) -> None:
+    """The connection the stack hands Airflow gives the tasks back the ledger's URL."""
+    conn = Conn(**{"conn_id": "c", **ledger_connection(url)})
+    assert make_url(ledger_url(conn)) == make_url(url)
+
+
+def test_warehouse_connection_round_trips_to_the_same_base_url() -> None:
+    """The connection the stack hands Airflow gives the tasks back the warehouse's URL."""
+    conn = Conn(**{"conn_id": "c", **warehouse_connection("http://127.0.0.1:8081", "tok-123456")})
+    with warehouse_client(conn) as client:
+        assert client.base_url == "http://127.0.0.1:8081"
