@@ -6,10 +6,13 @@ Trigger with the order as the run's conf and `order-<order_id>` as the run id
 schema with HTTP 400 before any run exists.
 
 1. **register_order** checks what the schema cannot (unique line ids), records the
-   order and its lines in the ledger, and hands the lines to the fan-out.
-2. **ship_item** runs once per line, named `line <id> · <sku>`. It posts the line to the
-   warehouse under the key `<order_id>:<line_id>`, so a retry or a re-run never ships it
-   twice. Outages are retried; a refusal (unknown SKU, bad request) fails at once.
+   order and its lines in the ledger, and hands the lines to the fan-out. The first run
+   of an order owns it: another run of the same order (another run id) fans out to
+   nothing and finishes at once (its log names the owner); other content under the same
+   order id fails it, final.
+2. **ship_item** runs once per line, named `line <id> · <sku>`. It looks the line up at
+   the warehouse by its key `<order_id>:<line_id>` and posts it only if it is not there,
+   under that key, so a retry or a re-run never ships it twice. Outages are retried; a refusal (unknown SKU, bad request) fails at once.
 3. **finalize_order** marks the order SHIPPED once every line shipped, exactly once.
 
 **Retry a failed line:** open the run's Grid, pick the failed `ship_item` instance,
@@ -91,7 +94,9 @@ def order_intake() -> None:
         context = get_current_context()
         # The posted conf, not the params: keys the DAG does not declare must be refused,
         # and Airflow's params would silently drop them.
-        registered = pipeline.register(_ledger(), context["dag_run"].conf or {})
+        registered = pipeline.register(
+            _ledger(), context["dag_run"].conf or {}, run_id=context["run_id"]
+        )
         # What every line shares goes to .partial() under its own key; only the lines
         # (the return value, as mapping requires) are expanded.
         context["ti"].xcom_push(

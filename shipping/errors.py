@@ -12,8 +12,12 @@ says no), and both are split by what the caller should do next::
     ├── IdempotencyInFlight          retry: 409, an earlier attempt with this key still runs
     └── WarehouseRejected            final: any other 4xx; the same request gets the same no
         ├── InvalidShipmentRequest   400 / 422: malformed request or missing Idempotency-Key
+        │   └── RequestNotSent       no HTTP at all: the request cannot be built (a header
+        │                            or URL that requests refuses): a bug or configuration
         ├── SkuRefused               422: the warehouse refuses this SKU
         ├── IdempotencyKeyMismatch   422: the key was used before with another body
+        ├── ShipmentConflict         the warehouse holds a shipment under the line's key
+        │                            with other content (or several): never adopted
         └── WarehouseAuthError       401 / 403: a configuration problem, not a data problem
 
 Every exception keeps the HTTP ``status`` (``None`` for transport failures), the problem
@@ -53,6 +57,8 @@ __all__ = [
     "OrderRejected",
     "ShipmentMismatch",
     "IdempotencyInFlight",
+    "RequestNotSent",
+    "ShipmentConflict",
     "IdempotencyKeyMismatch",
     "InvalidShipmentRequest",
     "SkuRefused",
@@ -160,6 +166,19 @@ class WarehouseRejected(WarehouseError):
 
 class InvalidShipmentRequest(WarehouseRejected):
     """The warehouse found the request malformed (400 or 422 ``invalid-request``)."""
+
+
+class RequestNotSent(InvalidShipmentRequest):
+    """The request could not be built or sent at all (``status`` None): a bug or config."""
+
+
+class ShipmentConflict(WarehouseRejected):
+    """The warehouse holds a shipment under the line's key that is not this line's.
+
+    Its content (SKU, quantity, address) differs, or there are several: adopting it would
+    count the line as shipped though nothing shipped for it, and posting would be refused
+    for the changed body. An operator must look.
+    """
 
 
 class SkuRefused(WarehouseRejected):

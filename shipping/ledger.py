@@ -11,6 +11,11 @@ States::
     order  RECEIVED -> SHIPPING -> SHIPPED, or REJECTED at once (a business rule failed)
     line   PENDING or FAILED -> FAILED or SHIPPED; SHIPPED is never left
 
+One run per order: the run that registers an order first owns it (``orders.owner_run_id``);
+any other run of the same content is a duplicate and ships nothing, a run with other
+content under the same ``order_id`` is refused. ``order_runs`` keeps every run that
+presented the order, with its role and reason.
+
 A line's ``attempts`` is the number of warehouse requests made for it: the sum of the
 ``requests`` of its tries (one row per Airflow try in ``line_tries``), recomputed in the
 transaction that records a try.
@@ -50,7 +55,7 @@ from shipping.errors import (
     OrderRejected,
     ShipmentMismatch,
 )
-from shipping.order import Order, OrderLine, idempotency_key
+from shipping.order import Order, OrderLine, idempotency_key, run_id_for
 
 __all__ = [
     "Finalization",
@@ -64,6 +69,9 @@ __all__ = [
     "OrderRejected",
     "OrderState",
     "OrderStatus",
+    "Registration",
+    "RunRecord",
+    "RunRole",
     "ShipmentMismatch",
     "TryOutcome",
     "create_schema",
@@ -71,6 +79,7 @@ __all__ = [
     "line_tries",
     "metadata",
     "order_lines",
+    "order_runs",
     "orders",
 ]
 
@@ -94,6 +103,14 @@ class LineState(StrEnum):
     PENDING = "PENDING"
     SHIPPED = "SHIPPED"
     FAILED = "FAILED"
+
+
+class RunRole(StrEnum):
+    """What an Airflow run of an order turned out to be."""
+
+    OWNER = "OWNER"  # registered the order: its run ships the lines
+    DUPLICATE = "DUPLICATE"  # the same order again under another run id: does nothing
+    REFUSED = "REFUSED"  # other content under the order's id, or a rejected order
 
 
 class TryOutcome(StrEnum):
@@ -132,6 +149,19 @@ class LineStatus:
 
 
 @dataclass(frozen=True)
+class RunRecord:
+    """A run, other than the owner, that presented the order."""
+
+    run_id: str
+    role: RunRole
+    reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The run in the JSON of ``shipping status --json``."""
+        return {"run_id": self.run_id, "role": self.role.value, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class OrderStatus:
     """An order and its lines (in registration order) as the ledger holds them.
 
@@ -141,6 +171,9 @@ class OrderStatus:
         reason: Why the order was rejected; None unless it was.
         shipped_at: When the order became SHIPPED; None before.
         lines: Its lines, in the order they were registered.
+        run_id: The Airflow run that owns the order (None for an order recorded before
+            runs were).
+        other_runs: Other runs that presented the order: duplicates and refusals.
     """
 
     order_id: str
@@ -148,14 +181,36 @@ class OrderStatus:
     reason: str | None
     shipped_at: datetime | None
     lines: tuple[LineStatus, ...]
+    run_id: str | None = None
+    other_runs: tuple[RunRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The order in the JSON of ``shipping status --json`` (the contract of design.md)."""
+        """The order in the JSON of ``shipping status --json`` (the contract of design.md,
+        plus ``reason``, ``run_id`` and ``other_runs``)."""
         return {
             "order_id": self.order_id,
             "state": self.state.value,
+            "reason": self.reason,
+            "run_id": self.run_id,
+            "other_runs": [run.to_json() for run in self.other_runs],
             "lines": [line.to_json() for line in self.lines],
         }
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What :meth:`Ledger.register_order` decided for a run.
+
+    Attributes:
+        lines: The lines this run ships: all of them for the owner run, none for a
+            duplicate.
+        owner_run_id: The run that owns the order.
+        duplicate: This run is not the owner: it must do nothing.
+    """
+
+    lines: list[OrderLine]
+    owner_run_id: str
+    duplicate: bool
 
 
 @dataclass(frozen=True)
@@ -234,6 +289,23 @@ orders: Final = sa.Table(
     sa.Column("created_at", _UTCDateTime, nullable=False),
     sa.Column("updated_at", _UTCDateTime, nullable=False),
     sa.Column("shipped_at", _UTCDateTime, nullable=True),
+    # Added after the first release: create_schema adds it to older databases.
+    sa.Column("owner_run_id", sa.String(250), nullable=True),
+)
+
+order_runs: Final = sa.Table(
+    "order_runs",
+    metadata,
+    sa.Column(
+        "order_id",
+        sa.String(64),
+        sa.ForeignKey(orders.c.order_id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("role", _state_type(RunRole, "run_role"), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("recorded_at", _UTCDateTime, nullable=False),
 )
 
 order_lines: Final = sa.Table(
@@ -295,6 +367,21 @@ def create_schema(engine: sa.Engine) -> None:
             # tables created by the first one instead of failing on duplicate types.
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
         metadata.create_all(conn, checkfirst=True)
+        _add_missing_columns(conn)
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
+    """Add the nullable columns that a database made by an older release lacks."""
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            assert column.nullable, f"{table.name}.{column.name}: only nullable columns are added"
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+            logger.warning("ledger: added column %s.%s", table.name, column.name)
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -399,27 +486,33 @@ class Ledger:
 
     # Writes.
 
-    def register_order(self, order: Order) -> list[OrderLine]:
-        """Record a new order as RECEIVED and its lines as PENDING; repeating it is a no-op.
+    def register_order(self, order: Order, *, run_id: str | None = None) -> Registration:
+        """Record a new order as RECEIVED and its lines as PENDING, for the run that owns it.
 
-        Registering the same content again changes nothing (a shipped line or order stays
-        shipped).
+        The first run to register an order owns it. Registering again from the owner run
+        (a retry or a clear) changes nothing; from another run with the same content, the
+        run is recorded as a DUPLICATE and gets no lines to ship.
 
         Args:
             order: The validated order.
+            run_id: The Airflow run registering it; the order's own run id
+                (``order-<order_id>``) when omitted.
 
         Returns:
-            Its lines, in order: the fan-out of the pipeline.
+            The lines this run ships (none for a duplicate) and the run that owns the order.
 
         Raises:
-            OrderConflict: The order_id is already registered with other content.
+            OrderConflict: The order_id is already registered with other content; the run
+                is recorded as REFUSED.
             OrderRejected: The order was rejected before.
             ValueError: Two lines share a line_id (``parse_order`` refuses such orders).
         """
         line_ids = [line.line_id for line in order.items]
         if len(set(line_ids)) != len(line_ids):
             raise ValueError(f"order {order.order_id!r} has duplicate line ids")
+        run_id = run_id or order.run_id
         content_hash = order.content_hash()
+        refusal: LedgerError | None = None
         with self.engine.begin() as conn:
             now = self._now()
             inserted = conn.execute(
@@ -430,17 +523,34 @@ class Ledger:
                     ship_to=order.ship_to.to_dict(),
                     content_hash=content_hash,
                     state=OrderState.RECEIVED,
+                    owner_run_id=run_id,
                     created_at=now,
                     updated_at=now,
                 )
                 .on_conflict_do_nothing(index_elements=[orders.c.order_id])
             ).rowcount
             row = self._lock_order(conn, order.order_id)
+            owner = row.owner_run_id or self._adopt_owner(conn, order.order_id, run_id)
             if row.content_hash != content_hash:
-                raise OrderConflict(order.order_id, "already registered with different content")
-            if row.state is OrderState.REJECTED:
-                raise OrderRejected(order.order_id, row.reason)
-            if order.items:
+                refusal = OrderConflict(
+                    order.order_id,
+                    f"already registered by run {owner!r} with different content",
+                )
+            elif row.state is OrderState.REJECTED:
+                refusal = OrderRejected(order.order_id, row.reason)
+            if refusal is not None:
+                # Recorded, and committed, before the error is raised.
+                self._record_run(conn, order.order_id, run_id, RunRole.REFUSED, str(refusal))
+            elif owner != run_id:
+                self._record_run(
+                    conn,
+                    order.order_id,
+                    run_id,
+                    RunRole.DUPLICATE,
+                    f"the order belongs to run {owner}",
+                )
+            else:
+                self._record_run(conn, order.order_id, run_id, RunRole.OWNER, None)
                 conn.execute(
                     _insert(conn, order_lines)
                     .values(state=LineState.PENDING, attempts=0, created_at=now, updated_at=now)
@@ -459,14 +569,49 @@ class Ledger:
                         for position, line in enumerate(order.items)
                     ],
                 )
+        if refusal is not None:
+            raise refusal
+        if owner != run_id:
+            logger.warning(
+                "order %s belongs to run %s; run %s is a duplicate and ships nothing",
+                order.order_id,
+                owner,
+                run_id,
+            )
+            return Registration(lines=[], owner_run_id=owner, duplicate=True)
         if inserted:
             logger.info("order %s registered with %d lines", order.order_id, len(order.items))
         else:
             logger.info("order %s was registered already; nothing changed", order.order_id)
-        return list(order.items)
+        return Registration(lines=list(order.items), owner_run_id=owner, duplicate=False)
+
+    def _adopt_owner(self, conn: sa.Connection, order_id: str, run_id: str) -> str:
+        # An order recorded before runs were: the first run to come back owns it.
+        conn.execute(
+            sa.update(orders).where(orders.c.order_id == order_id).values(owner_run_id=run_id)
+        )
+        return run_id
+
+    def _record_run(
+        self, conn: sa.Connection, order_id: str, run_id: str, role: RunRole, reason: str | None
+    ) -> None:
+        # The first record of a run stays: a retry of the run says nothing new.
+        conn.execute(
+            _insert(conn, order_runs)
+            .values(
+                order_id=order_id, run_id=run_id, role=role, reason=reason, recorded_at=self._now()
+            )
+            .on_conflict_do_nothing(index_elements=[order_runs.c.order_id, order_runs.c.run_id])
+        )
 
     def reject_order(
-        self, *, order_id: str, customer_id: str, reason: str, content_hash: str
+        self,
+        *,
+        order_id: str,
+        customer_id: str,
+        reason: str,
+        content_hash: str,
+        run_id: str | None = None,
     ) -> None:
         """Record an order that broke a business rule as REJECTED, without lines.
 
@@ -480,10 +625,14 @@ class Ledger:
             reason: Why it is rejected, for the operator.
             content_hash: :func:`shipping.order.content_hash` of the order document, so a
                 different order under the same id is told apart.
+            run_id: The Airflow run that presented it; ``order-<order_id>`` when omitted.
 
         Raises:
-            OrderConflict: The order_id holds other content, or a registered order.
+            OrderConflict: The order_id holds other content, or a registered order; the
+                run is recorded as REFUSED.
         """
+        run_id = run_id or run_id_for(order_id)
+        refusal: OrderConflict | None = None
         with self.engine.begin() as conn:
             now = self._now()
             inserted = conn.execute(
@@ -495,16 +644,26 @@ class Ledger:
                     content_hash=content_hash,
                     state=OrderState.REJECTED,
                     reason=reason,
+                    owner_run_id=run_id,
                     created_at=now,
                     updated_at=now,
                 )
                 .on_conflict_do_nothing(index_elements=[orders.c.order_id])
             ).rowcount
             row = self._lock_order(conn, order_id)
+            owner = row.owner_run_id or self._adopt_owner(conn, order_id, run_id)
             if row.content_hash != content_hash:
-                raise OrderConflict(order_id, "already recorded with different content")
-            if row.state is not OrderState.REJECTED:
-                raise OrderConflict(order_id, f"already registered and {row.state}")
+                refusal = OrderConflict(
+                    order_id, f"already recorded by run {owner!r} with different content"
+                )
+            elif row.state is not OrderState.REJECTED:
+                refusal = OrderConflict(
+                    order_id, f"already registered by run {owner!r} and {row.state}"
+                )
+            role = RunRole.OWNER if owner == run_id and refusal is None else RunRole.REFUSED
+            self._record_run(conn, order_id, run_id, role, str(refusal) if refusal else reason)
+        if refusal is not None:
+            raise refusal
         if inserted:
             logger.warning("order %s rejected: %s", order_id, reason)
 
@@ -807,7 +966,11 @@ class Ledger:
     def _read_order(self, conn: sa.Connection, order_id: str) -> OrderStatus | None:
         order = conn.execute(
             sa.select(
-                orders.c.order_id, orders.c.state, orders.c.reason, orders.c.shipped_at
+                orders.c.order_id,
+                orders.c.state,
+                orders.c.reason,
+                orders.c.shipped_at,
+                orders.c.owner_run_id,
             ).where(orders.c.order_id == order_id)
         ).one_or_none()
         if order is None:
@@ -817,12 +980,19 @@ class Ledger:
             .where(order_lines.c.order_id == order_id)
             .order_by(order_lines.c.position)
         ).all()
+        others = conn.execute(
+            sa.select(order_runs.c.run_id, order_runs.c.role, order_runs.c.reason)
+            .where(order_runs.c.order_id == order_id, order_runs.c.role != RunRole.OWNER)
+            .order_by(order_runs.c.recorded_at, order_runs.c.run_id)
+        ).all()
         return OrderStatus(
             order_id=order.order_id,
             state=order.state,
             reason=order.reason,
             shipped_at=order.shipped_at,
             lines=tuple(_line_status(row) for row in lines),
+            run_id=order.owner_run_id,
+            other_runs=tuple(RunRecord(r.run_id, r.role, r.reason) for r in others),
         )
 
 

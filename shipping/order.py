@@ -17,10 +17,41 @@ from typing import Any, Final
 import jsonschema
 
 MAX_ITEMS: Final = 1000  # below Airflow's max_map_length (1024)
-ORDER_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
+MAX_QUANTITY: Final = 10_000
 RUN_ID_PREFIX: Final = "order-"
 
-_ADDRESS_FIELD: Final = {"type": "string", "minLength": 1, "maxLength": 200}
+
+def _whole(char_class: str, lengths: str, *, guard: str = "") -> str:
+    r"""A pattern that the WHOLE string must match, in Python's ``re`` and in ECMA-262.
+
+    Python's ``$`` also matches before a final newline, so ``^[A-Z]{2}$`` accepts
+    ``"DE\n"``; the lookahead ``(?!\n)`` closes that gap (in ECMA-262, where ``$`` is the
+    end, it is a no-op), so Airflow's Params, :func:`parse_order` and a browser agree.
+    ``guard`` is a lookahead placed after ``^``.
+    """
+    return f"^{guard}{char_class}{{{lengths}}}$(?!\\n)"
+
+
+# Identifiers end up in an HTTP header (the idempotency key) and in Airflow's run id:
+# printable ASCII only, and no ".." (Airflow refuses it in a run id: path traversal).
+ORDER_ID_PATTERN: Final = _whole("[A-Za-z0-9_.:-]", "1,64", guard=r"(?!.*\.\.)")
+LINE_ID_PATTERN: Final = _whole("[A-Za-z0-9_.-]", "1,64")
+COUNTRY_PATTERN: Final = _whole("[A-Z]", "2")
+# Free text: any character but control characters (C0, DEL): a NUL cannot be stored in
+# PostgreSQL, and a newline or tab in a SKU or an address is a typo, not data.
+_TEXT_CLASS: Final = "[^\\u0000-\\u001f\\u007f]"
+
+
+def _text(min_length: int, max_length: int) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": min_length,
+        "maxLength": max_length,
+        "pattern": _whole(_TEXT_CLASS, f"{min_length},{max_length}"),
+    }
+
+
+_ADDRESS_FIELD: Final = _text(1, 200)
 
 ORDER_SCHEMA: Final[dict[str, Any]] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -32,9 +63,9 @@ ORDER_SCHEMA: Final[dict[str, Any]] = {
         "order_id": {
             "type": "string",
             "pattern": ORDER_ID_PATTERN,
-            "description": "1-64 characters of A-Z a-z 0-9 _ . : -",
+            "description": "1-64 characters of A-Z a-z 0-9 _ . : -, without '..'",
         },
-        "customer_id": {"type": "string", "minLength": 1, "maxLength": 64},
+        "customer_id": _text(1, 64),
         "ship_to": {
             "type": "object",
             "required": ["name", "line1", "city", "postal_code", "country"],
@@ -42,12 +73,12 @@ ORDER_SCHEMA: Final[dict[str, Any]] = {
             "properties": {
                 "name": _ADDRESS_FIELD,
                 "line1": _ADDRESS_FIELD,
-                "line2": {"type": "string", "maxLength": 200},
+                "line2": _text(0, 200),
                 "city": _ADDRESS_FIELD,
-                "postal_code": {"type": "string", "minLength": 1, "maxLength": 20},
+                "postal_code": _text(1, 20),
                 "country": {
                     "type": "string",
-                    "pattern": "^[A-Z]{2}$",
+                    "pattern": COUNTRY_PATTERN,
                     "description": "ISO 3166-1 alpha-2 code",
                 },
             },
@@ -62,9 +93,11 @@ ORDER_SCHEMA: Final[dict[str, Any]] = {
                 "required": ["line_id", "sku", "quantity"],
                 "additionalProperties": False,
                 "properties": {
-                    "line_id": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,64}$"},
-                    "sku": {"type": "string", "minLength": 1, "maxLength": 64},
-                    "quantity": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    "line_id": {"type": "string", "pattern": LINE_ID_PATTERN},
+                    "sku": _text(1, 64),
+                    # JSON has one number type: 2.0 is the integer 2 (JSON Schema agrees),
+                    # and parse_order hands the warehouse the int.
+                    "quantity": {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY},
                 },
             },
         },
@@ -137,9 +170,23 @@ class Order:
         return content_hash(self.to_dict())
 
 
+_PATTERN_MEANING: Final = {
+    ORDER_ID_PATTERN: "1-64 characters of A-Z a-z 0-9 _ . : -, without '..'",
+    LINE_ID_PATTERN: "1-64 characters of A-Z a-z 0-9 _ . -",
+    COUNTRY_PATTERN: "an ISO 3166-1 alpha-2 code (two capital letters)",
+}
+
+
 def _format_error(error: jsonschema.ValidationError) -> str:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    return f"order{where}: {error.message}"
+    message = error.message
+    if error.validator == "pattern":
+        pattern = str(error.validator_value)
+        meaning = _PATTERN_MEANING.get(pattern)
+        if meaning is None and pattern.startswith(f"^{_TEXT_CLASS}"):
+            meaning = "text without control characters (newline, tab, NUL, ...)"
+        message = f"{error.instance!r} is not {meaning or f'matching {pattern!r}'}"
+    return f"order{where}: {message}"
 
 
 _VALIDATOR: Final = jsonschema.Draft202012Validator(ORDER_SCHEMA)
@@ -152,7 +199,12 @@ def schema_errors(doc: object) -> list[str]:
 
 
 def rule_errors(doc: Mapping[str, Any]) -> list[str]:
-    """Violations of the rules a JSON schema cannot say, for a schema-valid ``doc``."""
+    """Violations of the rules a JSON schema cannot say, for a schema-valid ``doc``.
+
+    Line ids must be unique within the order, and every string must be valid Unicode (a
+    lone surrogate, which JSON's ``\\ud800`` escape can carry, cannot be stored or sent).
+    """
+    errors = [f"{where}: not valid Unicode (a lone surrogate)" for where in _lone_surrogates(doc)]
     seen: set[str] = set()
     duplicates: list[str] = []
     for item in doc["items"]:
@@ -161,7 +213,21 @@ def rule_errors(doc: Mapping[str, Any]) -> list[str]:
             duplicates.append(line_id)
         seen.add(line_id)
     if duplicates:
-        return [f"order.items: duplicate line_id {', '.join(map(repr, duplicates))}"]
+        errors.append(f"order.items: duplicate line_id {', '.join(map(repr, duplicates))}")
+    return errors
+
+
+def _lone_surrogates(value: object, where: str = "order") -> list[str]:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [where]
+        return []
+    if isinstance(value, Mapping):
+        return [w for k, v in value.items() for w in _lone_surrogates(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [w for i, v in enumerate(value) for w in _lone_surrogates(v, f"{where}[{i}]")]
     return []
 
 
@@ -183,7 +249,11 @@ def parse_order(doc: object) -> Order:
         order_id=doc["order_id"],
         customer_id=doc["customer_id"],
         ship_to=ShipTo(**doc["ship_to"]),
-        items=tuple(OrderLine(**item) for item in doc["items"]),
+        items=tuple(
+            # A schema-valid quantity may be an integral float (2.0): the int is the value.
+            OrderLine(line_id=item["line_id"], sku=item["sku"], quantity=int(item["quantity"]))
+            for item in doc["items"]
+        ),
     )
 
 

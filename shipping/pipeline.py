@@ -4,9 +4,12 @@ The DAG file only wires: each task builds its ledger and warehouse client from A
 Connections and calls one function here. Keeping the logic here means it runs and is
 tested without Airflow, and every task process re-parses a light DAG file.
 
-Exactly-once rests on three things: the warehouse key ``<order_id>:<line_id>`` (the same
-on every retry, clear and re-run), the ledger's upserts under unique keys, and the
-reducer's conditional ``SHIPPED`` transition.
+Exactly-once rests on: one run per order (the first run to register an order owns it;
+any other run of it ships nothing), the warehouse key ``<order_id>:<line_id>`` (the same
+on every retry, clear and re-run; one shipment per key at the warehouse, for good), a
+lookup of that key before every post that the ledger does not show as shipped (so a
+shipment the ledger missed is adopted, never made twice), the ledger's upserts under
+unique keys, and the reducer's conditional ``SHIPPED`` transition.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
-from shipping.errors import OrderRejected, WarehouseError
+from shipping.errors import (
+    OrderRejected,
+    ShipmentConflict,
+    ShipmentMismatch,
+    WarehouseError,
+)
 from shipping.ledger import Ledger, LineState
-from shipping.order import InvalidOrder, Order, content_hash, parse_order
+from shipping.order import InvalidOrder, content_hash, idempotency_key, parse_order
 from shipping.warehouse import WarehouseClient
 
 logger = logging.getLogger(__name__)
@@ -46,16 +54,27 @@ class Registered(TypedDict):
 
     order_id: str
     ship_to: dict[str, str]
-    lines: list[LineWork]
+    lines: list[LineWork]  # empty for a duplicate run: it ships nothing
+    owner_run_id: str
 
 
-def register(ledger: Ledger, conf: Mapping[str, Any]) -> Registered:
+def register(ledger: Ledger, conf: Mapping[str, Any], *, run_id: str) -> Registered:
     """Validate the order in a run's conf and record it with its lines.
+
+    The first run to register an order owns it. Another run of the same order (another
+    run id) is a duplicate: it gets no lines, and the log names the owner.
+
+    Args:
+        ledger: The ledger.
+        conf: The run's conf: the order.
+        run_id: The Airflow run.
 
     Raises:
         OrderRejected: The order breaks a rule the Params schema cannot say (duplicate
             line ids, unknown fields); it is recorded as ``REJECTED`` with the reason and
             nothing ships.
+        shipping.errors.OrderConflict: Another order was registered under this order_id;
+            the run is recorded as refused and nothing ships.
     """
     doc = dict(conf)
     try:
@@ -66,25 +85,31 @@ def register(ledger: Ledger, conf: Mapping[str, Any]) -> Registered:
         if isinstance(order_id, str) and order_id:
             ledger.reject_order(
                 order_id=order_id,
-                customer_id=str(doc.get("customer_id", "")),
+                customer_id=str(doc.get("customer_id", ""))[:64],
                 reason=reason,
                 content_hash=content_hash(doc),
+                run_id=run_id,
             )
         logger.error("order %s rejected: %s", order_id, reason)
         raise OrderRejected(str(order_id), reason) from exc
-    ledger.register_order(order)
-    logger.info("order %s registered with %d lines", order.order_id, len(order.items))
-    return _work(order)
-
-
-def _work(order: Order) -> Registered:
+    registration = ledger.register_order(order, run_id=run_id)
+    if registration.duplicate:
+        logger.warning(
+            "order %s is owned by run %s: this run (%s) is a duplicate and ships nothing",
+            order.order_id,
+            registration.owner_run_id,
+            run_id,
+        )
+    else:
+        logger.info("order %s registered with %d lines", order.order_id, len(order.items))
     return {
         "order_id": order.order_id,
         "ship_to": order.ship_to.to_dict(),
         "lines": [
             {"line_id": line.line_id, "sku": line.sku, "quantity": line.quantity}
-            for line in order.items
+            for line in registration.lines
         ],
+        "owner_run_id": registration.owner_run_id,
     }
 
 
@@ -104,75 +129,90 @@ def ship_line(
 ) -> LineResult:
     """Create the shipment of one line (idempotently) and record it in the ledger.
 
-    A line the ledger already shows as shipped is not sent again. Otherwise the client
-    sends the line under its idempotency key, so a retry after an ambiguous failure gets
-    the stored shipment back instead of a second one.
+    A line the ledger shows as shipped is not sent again. Otherwise, on every try of
+    every run, the warehouse is asked first for this client's shipment under the line's
+    key: the ledger may have missed one (a task killed between the warehouse's answer and
+    the ledger's write, a ledger down for all tries), and a post long after, past the
+    key's retention, must not ship again. A shipment found with this line's content is
+    adopted; one with other content is a final error. Only then is the line posted,
+    under its key, so a retry after an ambiguous failure gets the same shipment back.
+
+    Every error on the way is recorded on the line as its last error, then raised.
 
     Raises:
-        WarehouseError: After the client's own retries; recorded on the line as its last
-            error. Whether Airflow retries it is decided by the error's class.
+        WarehouseError: After the client's own retries. Whether Airflow retries it is
+            decided by the error's class (``ShipmentConflict`` and other refusals are
+            final).
     """
     line_id = line["line_id"]
     shipped = ledger.shipped_line(order_id=order_id, line_id=line_id)
     if shipped is not None:
         logger.info("line %s:%s already shipped as %s", order_id, line_id, shipped)
         return _result(line, shipment_id=shipped, replayed=True, attempts=0)
-    if try_number > 1:
-        # A retry or a clear, maybe days later: past the warehouse's key retention a
-        # repeated POST would ship again, so ask the warehouse what it already has.
-        found = _existing_shipment(client, order_id, line_id)
+    try:
+        found = client.find_shipment(order_id=order_id, line_id=line_id)
         if found is not None:
-            ledger.record_shipped(
+            _check_same_line(found, order_id=order_id, ship_to=ship_to, line=line)
+            shipment_id, replayed, requests = str(found["shipment_id"]), True, 0
+            logger.info("line %s:%s found at the warehouse as %s", order_id, line_id, shipment_id)
+        else:
+            result = client.create_shipment(
                 order_id=order_id,
                 line_id=line_id,
-                try_number=try_number,
-                requests=1,
-                shipment_id=found,
+                sku=line["sku"],
+                quantity=line["quantity"],
+                ship_to=ship_to,
             )
-            logger.info("line %s:%s found shipped at the warehouse as %s", order_id, line_id, found)
-            return _result(line, shipment_id=found, replayed=True, attempts=1)
-    try:
-        result = client.create_shipment(
-            order_id=order_id,
-            line_id=line_id,
-            sku=line["sku"],
-            quantity=line["quantity"],
-            ship_to=ship_to,
-        )
-    except WarehouseError as exc:
+            shipment_id, replayed, requests = result.shipment_id, result.replayed, result.attempts
+    except Exception as exc:
+        # A warehouse error (classified, final or not by its class) or a bug (retried by
+        # Airflow like an outage): recorded on the line either way, then raised.
+        requests = (exc.attempts if isinstance(exc, WarehouseError) else None) or 1
+        error = str(exc) if isinstance(exc, WarehouseError) else f"{type(exc).__name__}: {exc}"
         ledger.record_failed(
             order_id=order_id,
             line_id=line_id,
             try_number=try_number,
-            requests=exc.attempts or 1,
-            error=str(exc),
+            requests=requests,
+            error=error,
         )
         raise
     ledger.record_shipped(
         order_id=order_id,
         line_id=line_id,
         try_number=try_number,
-        requests=result.attempts,
-        shipment_id=result.shipment_id,
+        requests=requests,
+        shipment_id=shipment_id,
     )
     logger.info(
         "line %s:%s shipped as %s after %d request(s)%s",
         order_id,
         line_id,
-        result.shipment_id,
-        result.attempts,
-        " (replayed)" if result.replayed else "",
+        shipment_id,
+        requests,
+        " (replayed)" if replayed else "",
     )
-    return _result(
-        line, shipment_id=result.shipment_id, replayed=result.replayed, attempts=result.attempts
-    )
+    return _result(line, shipment_id=shipment_id, replayed=replayed, attempts=requests)
 
 
-def _existing_shipment(client: WarehouseClient, order_id: str, line_id: str) -> str | None:
-    for shipment in client.list_shipments(order_id):
-        if shipment["line_id"] == line_id:
-            return str(shipment["shipment_id"])
-    return None
+def _check_same_line(
+    shipment: Mapping[str, Any], *, order_id: str, ship_to: Mapping[str, str], line: LineWork
+) -> None:
+    """Adopt only a shipment of exactly this line: the same order, line, SKU, quantity, address."""
+    wanted = {
+        "order_id": order_id,
+        "line_id": line["line_id"],
+        "sku": line["sku"],
+        "quantity": line["quantity"],
+        "ship_to": dict(ship_to),
+    }
+    differ = sorted(field for field, value in wanted.items() if shipment.get(field) != value)
+    if differ:
+        raise ShipmentConflict(
+            f"the warehouse holds shipment {shipment.get('shipment_id')} under key "
+            f"{idempotency_key(order_id, line['line_id'])!r} with another {', '.join(differ)}; "
+            "it is not adopted and the line is not posted again: an operator must look"
+        )
 
 
 def _result(line: LineWork, *, shipment_id: str, replayed: bool, attempts: int) -> LineResult:
@@ -200,10 +240,9 @@ def finalize(ledger: Ledger, order_id: str, results: Iterable[Mapping[str, Any]]
     for line in recorded.lines if recorded else ():
         if line.line_id in reported and reported[line.line_id] != line.shipment_id:
             # A task reported another shipment than the ledger holds: never hide that,
-            # and never finalize over it.
-            raise RuntimeError(
-                f"line {order_id}:{line.line_id}: task reported {reported[line.line_id]}, "
-                f"ledger holds {line.shipment_id}"
+            # and never finalize over it (final: retrying cannot change either side).
+            raise ShipmentMismatch(
+                order_id, line.line_id, str(line.shipment_id), str(reported[line.line_id])
             )
     finalization = ledger.finalize_order(order_id=order_id)
     status = finalization.summary

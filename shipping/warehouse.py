@@ -35,6 +35,8 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from shipping.errors import (
+    RequestNotSent,
+    ShipmentConflict,
     WarehouseError,
     WarehouseTimeout,
     WarehouseTransportError,
@@ -267,8 +269,15 @@ class _HttpApi:
             )
         except requests.Timeout as exc:
             raise WarehouseTimeout(f"{method} {url}: no answer in time ({exc})") from exc
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
             raise WarehouseTransportError(f"{method} {url}: connection failed ({exc})") from exc
+        except (requests.RequestException, ValueError) as exc:
+            # An invalid header or URL: nothing was sent, and resending cannot help.
+            raise RequestNotSent(f"{method} {url}: the request cannot be sent ({exc})") from exc
 
     @staticmethod
     def _json(response: requests.Response) -> Any:
@@ -404,26 +413,46 @@ class WarehouseClient(_HttpApi):
         return result
 
     def list_shipments(self, order_id: str) -> list[dict[str, Any]]:
-        """Every shipment the warehouse holds for an order (retried like a create).
+        """This client's shipments of an order (retried like a create).
 
         Raises:
             WarehouseError: When the warehouse refuses or stays unavailable.
         """
+        return self._shipments({"order_id": order_id}, f"list shipments of order {order_id!r}")
 
+    def find_shipment(self, *, order_id: str, line_id: str) -> dict[str, Any] | None:
+        """This client's shipment of one line (made under its idempotency key), or None.
+
+        One lookup by key, whatever the order's size; retried like a create.
+
+        Raises:
+            ShipmentConflict: The warehouse lists several shipments under the key.
+            WarehouseError: When the warehouse refuses or stays unavailable.
+        """
+        key = idempotency_key(order_id, line_id)
+        shipments = self._shipments({"idempotency_key": key}, f"find shipment {key!r}")
+        if len(shipments) > 1:
+            ids = ", ".join(str(s.get("shipment_id")) for s in shipments)
+            raise ShipmentConflict(
+                f"the warehouse holds several shipments under key {key!r}: {ids}"
+            )
+        return shipments[0] if shipments else None
+
+    def _shipments(self, params: Mapping[str, str], what: str) -> list[dict[str, Any]]:
         def attempt(number: int) -> list[dict[str, Any]]:
-            response = self._send("GET", "/v1/shipments", params={"order_id": order_id})
+            response = self._send("GET", "/v1/shipments", params=params)
             self._raise_for_status(response)
             answer = self._json(response)
             shipments = answer.get("shipments") if isinstance(answer, dict) else None
-            if not isinstance(shipments, list):
+            if not isinstance(shipments, list) or not all(isinstance(s, dict) for s in shipments):
                 raise WarehouseUnavailable(
-                    "warehouse listed shipments without a 'shipments' list",
+                    "warehouse listed shipments without a 'shipments' list of objects",
                     status=response.status_code,
                     detail=response.text[:200],
                 )
             return shipments
 
-        return self._retrying(attempt, f"list shipments of order {order_id!r}")
+        return self._retrying(attempt, what)
 
     def get_shipment(self, shipment_id: str) -> dict[str, Any] | None:
         """One shipment by its id, or ``None`` if the warehouse has none with that id.

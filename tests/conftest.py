@@ -49,7 +49,8 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
 # faults before and after each test; tests keep apart by using unique order ids and keys.
 
 WAREHOUSE_TEST_API_TOKEN = "test-client-token-1f7c2a"
-WAREHOUSE_TEST_OTHER_API_TOKEN = "test-client-token-9b4e6d"
+WAREHOUSE_TEST_ROTATED_API_TOKEN = "test-client-token-9b4e6d"
+WAREHOUSE_TEST_FOREIGN_API_TOKEN = "test-foreign-token-5c0e7f"
 WAREHOUSE_TEST_ADMIN_TOKEN = "test-admin-token-3d8a51"
 
 
@@ -58,7 +59,9 @@ def warehouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wareh
     """The session's warehouse server; prefer ``warehouse``, which also resets faults."""
     database = Path(tmp_path_factory.mktemp("warehouse")) / "warehouse.db"
     settings = Settings(
-        api_tokens=(WAREHOUSE_TEST_API_TOKEN, WAREHOUSE_TEST_OTHER_API_TOKEN),
+        # Two tokens of one client (a rotation in progress), and another client.
+        api_tokens=(WAREHOUSE_TEST_API_TOKEN, WAREHOUSE_TEST_ROTATED_API_TOKEN),
+        other_clients={"other-shop": (WAREHOUSE_TEST_FOREIGN_API_TOKEN,)},
         admin_token=WAREHOUSE_TEST_ADMIN_TOKEN,
         database_url=f"sqlite:///{database}",
     )
@@ -70,8 +73,8 @@ def warehouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wareh
 def warehouse(warehouse_server: WarehouseHandle) -> Iterator[WarehouseHandle]:
     """The running warehouse, with no faults at the start and none left behind.
 
-    Attributes of the handle: ``base_url``, ``api_token``, ``other_api_token``,
-    ``admin_token``, ``database_url``; methods ``set_faults(**fields)``, ``get_faults()``,
+    Attributes of the handle: ``base_url``, ``api_token``, ``rotated_api_token`` (the same
+    client), ``foreign_api_token`` (another client), ``admin_token``, ``database_url``; methods ``set_faults(**fields)``, ``get_faults()``,
     ``clear_faults()`` and ``shipments(order_id)``.
     """
     warehouse_server.clear_faults()

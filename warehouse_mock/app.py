@@ -41,8 +41,8 @@ from warehouse_mock.schemas import (
 from warehouse_mock.service import (
     Clock,
     ShipmentService,
+    legacy_token_scope,
     request_fingerprint,
-    token_scope,
     utc_now,
 )
 from warehouse_mock.settings import Settings
@@ -59,7 +59,7 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <toke
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sent the request: a client (with its idempotency scope) or the admin."""
+    """Who sent the request: a client (its id is its idempotency scope) or the admin."""
 
     role: Literal["client", "admin"]
     scope: str | None = None
@@ -87,9 +87,14 @@ def authenticate(
     settings = _service(request).settings
     token = credentials.credentials
     # Compare with every token (no early exit) so timing does not tell which one is near.
-    matches = [t for t in settings.api_tokens if _same(token, t)]
+    matches = [
+        client
+        for client, tokens in settings.clients.items()
+        for candidate in tokens
+        if _same(token, candidate)
+    ]
     if matches:
-        return Caller("client", token_scope(matches[0]))
+        return Caller("client", matches[0])
     if _same(token, settings.admin_token):
         return Caller("admin")
     raise ProblemError(
@@ -287,12 +292,24 @@ async def create_shipment(
     responses=problem_doc_responses(*_AUTH_PROBLEMS, problems.INVALID_REQUEST),
 )
 def list_shipments(
-    _caller: AnyCaller,
+    caller: AnyCaller,
     service: ServiceDep,
-    order_id: Annotated[str, Query(min_length=1, max_length=64)],
+    order_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    idempotency_key: Annotated[
+        str | None, Query(min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
+    ] = None,
 ) -> ShipmentList:
-    """The shipments of one order (client or admin token)."""
-    return ShipmentList(shipments=service.shipments_for_order(order_id))
+    """The caller's shipments of one order, or the one made under an ``Idempotency-Key``.
+
+    A client sees only its own shipments; the admin token sees every client's. At least
+    one of ``order_id`` and ``idempotency_key`` is required.
+    """
+    if order_id is None and idempotency_key is None:
+        raise ProblemError(problems.INVALID_REQUEST, "give order_id or idempotency_key (or both)")
+    shipments = service.find_shipments(
+        scope=caller.scope, order_id=order_id, idempotency_key=idempotency_key
+    )
+    return ShipmentList(shipments=shipments)
 
 
 @router.get(
@@ -301,9 +318,9 @@ def list_shipments(
     response_model=Shipment,
     responses=problem_doc_responses(*_AUTH_PROBLEMS, problems.NOT_FOUND),
 )
-def get_shipment(_caller: AnyCaller, service: ServiceDep, shipment_id: str) -> Shipment:
-    """One shipment by id (client or admin token)."""
-    shipment = service.get_shipment(shipment_id)
+def get_shipment(caller: AnyCaller, service: ServiceDep, shipment_id: str) -> Shipment:
+    """One shipment by id: the caller's own (client token) or any (admin token)."""
+    shipment = service.get_shipment(shipment_id, scope=caller.scope)
     if shipment is None:
         raise ProblemError(problems.NOT_FOUND, f"no shipment {shipment_id!r}")
     return shipment
@@ -394,7 +411,13 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(storage.create_schema)
+        # Keys were scoped per token before they were per client: move those rows over.
+        legacy_scopes = {
+            legacy_token_scope(token): client
+            for client, tokens in settings.clients.items()
+            for token in tokens
+        }
+        await run_in_threadpool(storage.create_schema, legacy_scopes)
         await run_in_threadpool(service.purge_expired)
         logger.info(
             "warehouse database ready: %s (stored responses kept %g h)",

@@ -10,16 +10,36 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+# Patterns run on pydantic's Rust regex engine, where ``$`` is the end of the string
+# (Python's ``$`` would also accept a final newline).
 ORDER_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
 LINE_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+# Free text: no control characters (a NUL cannot even be stored in PostgreSQL).
+_TEXT: Final = r"[^\x00-\x1f\x7f]"
 MAX_QUANTITY: Final = 10_000
 MAX_DELAY_MS: Final = 600_000  # ten minutes: longer waits are a typo, not a demo
 
 ShipmentStatus = Literal["created"]
 
-_AddressField = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+def _text(min_length: int, max_length: int) -> Any:
+    return StringConstraints(
+        min_length=min_length,
+        max_length=max_length,
+        pattern=f"^{_TEXT}{{{min_length},{max_length}}}$",
+    )
+
+
+def _no_double_dot(value: str) -> str:
+    # ".." in an order id would put a path traversal into the client's run ids and logs.
+    if ".." in value:
+        raise ValueError("must not contain '..'")
+    return value
+
+
+_AddressField = Annotated[str, _text(1, 200)]
 _Rate = Annotated[float, Field(ge=0.0, le=1.0, description="probability per request, 0..1")]
 _DelayMs = Annotated[int, Field(ge=0, le=MAX_DELAY_MS)]
 
@@ -31,9 +51,9 @@ class ShipTo(BaseModel):
 
     name: _AddressField
     line1: _AddressField
-    line2: Annotated[str, StringConstraints(max_length=200)] | None = None
+    line2: Annotated[str, _text(0, 200)] | None = None
     city: _AddressField
-    postal_code: Annotated[str, StringConstraints(min_length=1, max_length=20)]
+    postal_code: Annotated[str, _text(1, 20)]
     country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = Field(
         description="ISO 3166-1 alpha-2 code"
     )
@@ -44,24 +64,29 @@ class ShipmentCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    order_id: Annotated[str, StringConstraints(pattern=ORDER_ID_PATTERN)]
+    order_id: Annotated[
+        str, StringConstraints(pattern=ORDER_ID_PATTERN), AfterValidator(_no_double_dot)
+    ]
     line_id: Annotated[str, StringConstraints(pattern=LINE_ID_PATTERN)]
-    sku: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    sku: Annotated[str, _text(1, 64)]
     # Strict: "2", 2.0 and true are refused rather than coerced into a quantity.
     quantity: Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
     ship_to: ShipTo
 
 
 class Shipment(BaseModel):
-    """A shipment as the API shows it."""
+    """A shipment as the API shows it: with its key and address, so a client can tell
+    whether a shipment it finds is the one it asked for."""
 
     model_config = ConfigDict(from_attributes=True)
 
     shipment_id: str
+    idempotency_key: str
     order_id: str
     line_id: str
     sku: str
     quantity: int
+    ship_to: dict[str, Any]
     status: ShipmentStatus
     created_at: datetime
 

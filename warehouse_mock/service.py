@@ -5,7 +5,9 @@ A ``POST /v1/shipments`` that passed authentication and validation goes through:
 1. the fault draw: an injected ``error`` (500/503) or ``throttle`` (429) answers at once,
    before anything is stored;
 2. the claim of its key in the database (:meth:`Storage.claim`): a completed key replays
-   its stored response or answers 422 for another body; a live claim answers 409;
+   its stored response or answers 422 for another body; a live claim answers 409; a key
+   whose stored response was purged but whose shipment exists is answered from the
+   shipment (replayed for the same content, 422 for another): one shipment per key, ever;
 3. while the claim is held: the injected ``latency_ms`` and ``timeout`` hang, then the
    SKU check (a refused SKU releases the claim: nothing stays stored under the key);
 4. the shipment and its response commit together; an injected ``commit_then_error``
@@ -43,6 +45,7 @@ from warehouse_mock.storage import (
     Mismatch,
     NewShipment,
     Replay,
+    ShipmentExists,
     ShipmentRecord,
     Storage,
 )
@@ -59,8 +62,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def token_scope(token: str) -> str:
-    """The idempotency scope of a client token: its SHA-256, so no token is stored."""
+def legacy_token_scope(token: str) -> str:
+    """The scope a token had when keys were scoped per token (its SHA-256).
+
+    Keys are scoped per client now; :meth:`Storage.create_schema` moves rows of these
+    scopes to their client's.
+    """
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
@@ -177,6 +184,11 @@ class ShipmentService:
             )
         if result.took_over:
             logger.warning("took over the expired in-flight claim of key %r", idempotency_key)
+        existing = await run_in_threadpool(self.storage.shipment_for_key, scope, idempotency_key)
+        if existing is not None:
+            # The key's stored response was purged, but its shipment stays for good.
+            await run_in_threadpool(self._release_quietly, result)
+            return _answer_from_shipment(existing, request, idempotency_key)
         answer = await self._process_claimed(result, request, plan)
         if plan.commit_then_error:
             logger.warning(
@@ -205,22 +217,22 @@ class ShipmentService:
             created_at = self._clock()
             shipment = Shipment(
                 shipment_id=new_shipment_id(),
+                idempotency_key=claim.idempotency_key,
                 order_id=request.order_id,
                 line_id=request.line_id,
                 sku=request.sku,
                 quantity=request.quantity,
+                ship_to=_address(request),
                 status="created",
                 created_at=created_at,
             )
             body = shipment.model_dump_json()
+            fields = shipment.model_dump(exclude={"idempotency_key"})
             try:
                 await run_in_threadpool(
                     self.storage.complete,
                     claim=claim,
-                    shipment=NewShipment(
-                        **shipment.model_dump(),
-                        ship_to=request.ship_to.model_dump(exclude_none=True),
-                    ),
+                    shipment=NewShipment(**fields),
                     response_status=201,
                     response_body=body,
                     now=created_at,
@@ -233,6 +245,13 @@ class ShipmentService:
                     "taken over by a retry; retry later",
                     headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_SECONDS)},
                 ) from None
+            except ShipmentExists:
+                # Another request created it first (after a takeover): answer from it.
+                existing = await run_in_threadpool(
+                    self.storage.shipment_for_key, claim.scope, claim.idempotency_key
+                )
+                assert existing is not None  # shipments are never deleted
+                return _answer_from_shipment(existing, request, claim.idempotency_key)
             release_claim = False
             logger.info(
                 "shipment %s created: order %s line %s sku %s x%d (key %r)",
@@ -262,14 +281,22 @@ class ShipmentService:
             # The lease expires on its own; the key is free again after it.
             logger.exception("could not release the claim of key %r", claim.idempotency_key)
 
-    def get_shipment(self, shipment_id: str) -> Shipment | None:
-        """The shipment ``shipment_id``, or None."""
+    def get_shipment(self, shipment_id: str, *, scope: str | None) -> Shipment | None:
+        """The shipment ``shipment_id`` if it is in ``scope`` (None: any client's), or None."""
         record = self.storage.get_shipment(shipment_id)
-        return None if record is None else _public(record)
+        if record is None or (scope is not None and record.scope != scope):
+            return None
+        return _public(record)
 
-    def shipments_for_order(self, order_id: str) -> list[Shipment]:
-        """Every shipment of ``order_id``, oldest first."""
-        return [_public(r) for r in self.storage.shipments_for_order(order_id)]
+    def find_shipments(
+        self, *, scope: str | None, order_id: str | None, idempotency_key: str | None
+    ) -> list[Shipment]:
+        """The shipments matching the filters, oldest first; ``scope`` None means every
+        client's (the admin's view)."""
+        records = self.storage.find_shipments(
+            scope=scope, order_id=order_id, idempotency_key=idempotency_key
+        )
+        return [_public(r) for r in records]
 
     def purge_expired(self) -> int:
         """Delete the stored responses older than the retention; returns how many."""
@@ -309,3 +336,23 @@ def _raise_immediate_fault(plan: FaultPlan, idempotency_key: str) -> None:
 
 def _public(record: ShipmentRecord) -> Shipment:
     return Shipment.model_validate(record)
+
+
+def _address(request: ShipmentCreate) -> dict[str, Any]:
+    return request.ship_to.model_dump(exclude_none=True)
+
+
+def _answer_from_shipment(
+    record: ShipmentRecord, request: ShipmentCreate, idempotency_key: str
+) -> ShipmentAnswer:
+    """Replay a shipment made under the key, if it is what ``request`` asks for."""
+    asked = (request.order_id, request.line_id, request.sku, request.quantity, _address(request))
+    held = (record.order_id, record.line_id, record.sku, record.quantity, record.ship_to)
+    if asked != held:
+        raise ProblemError(
+            problems.IDEMPOTENCY_KEY_MISMATCH,
+            f"Idempotency-Key {idempotency_key!r} already shipped {record.shipment_id} "
+            "with a different body",
+        )
+    logger.info("key %r answered from its shipment %s", idempotency_key, record.shipment_id)
+    return ShipmentAnswer(201, _public(record).model_dump_json(), record.shipment_id, True)

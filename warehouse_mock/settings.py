@@ -3,7 +3,8 @@
 | variable | meaning | default |
 |---|---|---|
 | ``WAREHOUSE_DATABASE_URL`` | SQLAlchemy URL of the service's own database | ``sqlite:///warehouse.db`` (current directory) |
-| ``WAREHOUSE_API_TOKEN`` | accepted client bearer token(s), comma-separated | required |
+| ``WAREHOUSE_API_TOKEN`` | bearer token(s) of the client ``default``, comma-separated (list the new and the old one while rotating) | required |
+| ``WAREHOUSE_CLIENTS`` | further clients, JSON ``{"<client id>": ["<token>", ...]}``; each client has its own idempotency keys and sees only its own shipments | none |
 | ``WAREHOUSE_ADMIN_TOKEN`` | bearer token of ``/_admin`` | required |
 | ``WAREHOUSE_FAULTS`` | faults at start, the JSON of ``PUT /_admin/faults`` | no faults |
 | ``WAREHOUSE_RETENTION_HOURS`` | how long stored responses are replayed (>= 24) | 48 |
@@ -15,8 +16,10 @@ the variable at fault.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -29,6 +32,7 @@ from warehouse_mock.schemas import FaultConfig
 
 DATABASE_URL_VAR: Final = "WAREHOUSE_DATABASE_URL"
 API_TOKEN_VAR: Final = "WAREHOUSE_API_TOKEN"
+CLIENTS_VAR: Final = "WAREHOUSE_CLIENTS"
 ADMIN_TOKEN_VAR: Final = "WAREHOUSE_ADMIN_TOKEN"
 FAULTS_VAR: Final = "WAREHOUSE_FAULTS"
 RETENTION_VAR: Final = "WAREHOUSE_RETENTION_HOURS"
@@ -40,6 +44,9 @@ MIN_RETENTION_HOURS: Final = 24.0  # the contract promises replays for at least 
 DEFAULT_LEASE_SECONDS: Final = 30.0
 MAX_LEASE_SECONDS: Final = 3600.0
 MIN_TOKEN_LENGTH: Final = 8
+#: The client whose tokens are ``WAREHOUSE_API_TOKEN``.
+DEFAULT_CLIENT_ID: Final = "default"
+_CLIENT_ID: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 # Values copied from examples and templates; a service that accepts them is open to anyone.
 PLACEHOLDER_TOKENS: Final = frozenset(
@@ -105,8 +112,13 @@ class Settings:
     :class:`SettingsError` naming the environment variable that holds it.
 
     Attributes:
-        api_tokens: Accepted client tokens; each one scopes its own idempotency keys.
+        api_tokens: The tokens of the client ``default``. A client's tokens are
+            interchangeable: its idempotency keys and shipments belong to the client, so
+            a token rotates (new and old listed together, then the old one dropped)
+            without resetting any key.
         admin_token: The token of the ``/_admin`` endpoints.
+        other_clients: Further clients by id, each with its tokens; each client has its
+            own idempotency keys and sees only its own shipments.
         database_url: SQLAlchemy URL of the service's database (SQLite or PostgreSQL).
         faults: Faults injected from the start.
         retention_hours: How long a stored response is replayed; purged lazily afterwards.
@@ -116,6 +128,7 @@ class Settings:
 
     api_tokens: tuple[str, ...] = field(repr=False)
     admin_token: str = field(repr=False)
+    other_clients: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     database_url: str = DEFAULT_DATABASE_URL
     faults: FaultConfig = field(default_factory=FaultConfig)
     retention_hours: float = DEFAULT_RETENTION_HOURS
@@ -126,8 +139,22 @@ class Settings:
             raise SettingsError(API_TOKEN_VAR, "at least one client token is required")
         for token in self.api_tokens:
             _check_token(API_TOKEN_VAR, token)
+        owner: dict[str, str] = dict.fromkeys(self.api_tokens, DEFAULT_CLIENT_ID)
+        for client, tokens in self.other_clients.items():
+            if client == DEFAULT_CLIENT_ID or not _CLIENT_ID.fullmatch(client):
+                raise SettingsError(
+                    CLIENTS_VAR,
+                    f"client id {client!r} must be 1-64 of A-Z a-z 0-9 _ . - and not "
+                    f"{DEFAULT_CLIENT_ID!r}",
+                )
+            if not tokens:
+                raise SettingsError(CLIENTS_VAR, f"client {client!r} has no token")
+            for token in tokens:
+                _check_token(CLIENTS_VAR, token)
+                if owner.setdefault(token, client) != client:
+                    raise SettingsError(CLIENTS_VAR, f"client {client!r} shares a token")
         _check_token(ADMIN_TOKEN_VAR, self.admin_token)
-        if self.admin_token in self.api_tokens:
+        if self.admin_token in owner:
             raise SettingsError(ADMIN_TOKEN_VAR, "must differ from every client token")
         try:
             make_url(self.database_url).get_dialect()
@@ -148,6 +175,11 @@ class Settings:
                 f"must be a number of seconds in (0, {MAX_LEASE_SECONDS:g}], "
                 f"got {self.inflight_lease_seconds!r}",
             )
+
+    @property
+    def clients(self) -> dict[str, tuple[str, ...]]:
+        """Every client's id with its tokens, the client ``default`` first."""
+        return {DEFAULT_CLIENT_ID: self.api_tokens, **self.other_clients}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -175,11 +207,27 @@ class Settings:
         return cls(
             api_tokens=api_tokens,
             admin_token=admin_token.strip(),
+            other_clients=_parse_clients(env.get(CLIENTS_VAR, "")),
             database_url=env.get(DATABASE_URL_VAR, "").strip() or DEFAULT_DATABASE_URL,
             faults=_parse_faults(env.get(FAULTS_VAR, "")),
             retention_hours=_parse_number(env, RETENTION_VAR, DEFAULT_RETENTION_HOURS),
             inflight_lease_seconds=_parse_number(env, LEASE_VAR, DEFAULT_LEASE_SECONDS),
         )
+
+
+def _parse_clients(raw: str) -> dict[str, tuple[str, ...]]:
+    if not raw.strip():
+        return {}
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(CLIENTS_VAR, f"is not valid JSON ({exc})") from None
+    if not isinstance(document, dict) or not all(
+        isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
+        for tokens in document.values()
+    ):
+        raise SettingsError(CLIENTS_VAR, 'must be a JSON object {"<client id>": ["<token>", ...]}')
+    return {str(client): tuple(dict.fromkeys(tokens)) for client, tokens in document.items()}
 
 
 def _parse_number(env: Mapping[str, str], variable: str, default: float) -> float:

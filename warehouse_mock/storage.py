@@ -14,6 +14,12 @@ Exactly-once lives here, in the database, so it holds across server processes:
   request whose claim was taken over commits nothing.
 - A refused request releases its claim (DELETE by claim token): nothing stays stored
   under the key, so the same key succeeds once the cause is fixed.
+- ``shipments`` holds at most one shipment per ``(scope, idempotency_key)``: a unique
+  index, kept for good. Retention purges stored responses, never shipments, so a key
+  whose response was purged is still answered from its shipment (:meth:`Storage.shipment_for_key`).
+- The scope is the client's id, not its token: a client's tokens can rotate without
+  resetting its keys (:meth:`Storage.create_schema` moves rows of the older, per-token
+  scopes to the client).
 
 Every transaction starts with its write, and reads run outside transactions: SQLite then
 takes its write lock up front (waiting on ``busy_timeout``) instead of failing to upgrade
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
@@ -33,6 +40,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     ForeignKey,
+    Index,
     MetaData,
     String,
     Text,
@@ -95,6 +103,11 @@ class ShipmentRecord(Base):
     """A shipment, kept for good (retention applies to stored responses only)."""
 
     __tablename__ = "shipments"
+    # An index rather than a table constraint, so create_schema can add it to a database
+    # made before it existed.
+    __table_args__ = (
+        Index("uq_shipments_scope_idempotency_key", "scope", "idempotency_key", unique=True),
+    )
 
     shipment_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     scope: Mapped[str] = mapped_column(String(64))
@@ -176,6 +189,14 @@ class ClaimLost(Exception):
     """The claim was taken over (its lease expired) before the work committed."""
 
 
+class ShipmentExists(Exception):
+    """A shipment exists under the key already; nothing was written."""
+
+
+class ScopeMergeError(RuntimeError):
+    """Rows of a client's older per-token scopes cannot be merged into the client's scope."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class NewShipment:
     """The fields of a shipment to insert."""
@@ -193,6 +214,10 @@ class NewShipment:
 def _rowcount(result: Result[Any]) -> int:
     """Rows matched by an UPDATE or DELETE (``session.execute`` types them as a plain Result)."""
     return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _table(model: type[Base]) -> sa.Table:
+    return cast(sa.Table, model.__table__)
 
 
 def create_db_engine(database_url: str) -> Engine:
@@ -232,13 +257,50 @@ class Storage:
         self.engine = create_db_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def create_schema(self) -> None:
-        """Create the tables that do not exist yet (safe with several processes)."""
+    def create_schema(self, token_scopes: Mapping[str, str] | None = None) -> None:
+        """Create what does not exist yet (safe with several processes), and migrate.
+
+        Args:
+            token_scopes: Older scopes (the SHA-256 of a client token) mapped to the
+                client's id: their shipments and keys move to the client's scope, so a
+                database made before scopes were per client keeps its idempotency.
+
+        Raises:
+            ScopeMergeError: A client used one key under two of its tokens before, so its
+                scopes cannot merge; the message names the key.
+        """
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Two processes starting together would race on CREATE TABLE.
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
             Base.metadata.create_all(conn)
+            for old, new in (token_scopes or {}).items():
+                self._merge_scope(conn, old, new)
+            # create_all skips the indexes of a table that exists already.
+            for index in _table(ShipmentRecord).indexes:
+                try:
+                    with conn.begin_nested():
+                        index.create(conn, checkfirst=True)
+                except IntegrityError as exc:
+                    raise ScopeMergeError(
+                        f"cannot make shipments unique per key: {exc.orig}"
+                    ) from None
+
+    @staticmethod
+    def _merge_scope(conn: sa.Connection, old: str, new: str) -> None:
+        for table in (_table(ShipmentRecord), _table(IdempotencyRecord)):
+            try:
+                with conn.begin_nested():
+                    moved = conn.execute(
+                        update(table).where(table.c.scope == old).values(scope=new)
+                    ).rowcount
+            except IntegrityError:
+                raise ScopeMergeError(
+                    f"client {new!r} used the same Idempotency-Key under two of its tokens "
+                    f"before keys were scoped per client ({table.name}); resolve by hand"
+                ) from None
+            if moved:
+                logger.warning("moved %d %s rows to the scope of client %r", moved, table.name, new)
 
     def dispose(self) -> None:
         """Close the connection pool."""
@@ -361,7 +423,30 @@ class Storage:
 
         Raises:
             ClaimLost: The claim is no longer ours; nothing was written.
+            ShipmentExists: A shipment exists under the key already; nothing was written.
         """
+        try:
+            self._complete(
+                claim=claim,
+                shipment=shipment,
+                response_status=response_status,
+                response_body=response_body,
+                now=now,
+            )
+        except IntegrityError as exc:
+            if self.shipment_for_key(claim.scope, claim.idempotency_key) is None:
+                raise
+            raise ShipmentExists(claim.idempotency_key) from exc
+
+    def _complete(
+        self,
+        *,
+        claim: Claim,
+        shipment: NewShipment,
+        response_status: int,
+        response_body: str,
+        now: datetime,
+    ) -> None:
         with self._sessions.begin() as session:
             session.add(
                 ShipmentRecord(
@@ -420,14 +505,41 @@ class Storage:
         with self._sessions() as session:
             return session.get(ShipmentRecord, shipment_id)
 
-    def shipments_for_order(self, order_id: str) -> list[ShipmentRecord]:
-        """The shipments of ``order_id``, oldest first."""
+    def shipment_for_key(self, scope: str, idempotency_key: str) -> ShipmentRecord | None:
+        """The shipment created under ``idempotency_key`` in ``scope``, or None."""
+        with self._sessions() as session:
+            return session.scalars(
+                select(ShipmentRecord).where(
+                    ShipmentRecord.scope == scope,
+                    ShipmentRecord.idempotency_key == idempotency_key,
+                )
+            ).one_or_none()
+
+    def find_shipments(
+        self,
+        *,
+        scope: str | None,
+        order_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[ShipmentRecord]:
+        """The shipments matching every filter given, oldest first.
+
+        Args:
+            scope: Only this client's shipments; None for every client's (admin).
+            order_id: Only this order's.
+            idempotency_key: Only the one created under this key.
+        """
+        query = select(ShipmentRecord)
+        if scope is not None:
+            query = query.where(ShipmentRecord.scope == scope)
+        if order_id is not None:
+            query = query.where(ShipmentRecord.order_id == order_id)
+        if idempotency_key is not None:
+            query = query.where(ShipmentRecord.idempotency_key == idempotency_key)
         with self._sessions() as session:
             return list(
                 session.scalars(
-                    select(ShipmentRecord)
-                    .where(ShipmentRecord.order_id == order_id)
-                    .order_by(ShipmentRecord.created_at, ShipmentRecord.shipment_id)
+                    query.order_by(ShipmentRecord.created_at, ShipmentRecord.shipment_id)
                 )
             )
 

@@ -35,14 +35,17 @@ class WarehouseHandle:
         api_token: A client token.
         admin_token: The admin token.
         database_url: The server's database (for tests that look behind the API).
-        other_api_token: A second client token, when the server has one.
+        rotated_api_token: A second token of the same client (as during a rotation),
+            when the server has one.
+        foreign_api_token: A token of another client, when the server has one.
     """
 
     base_url: str
     api_token: str
     admin_token: str
     database_url: str
-    other_api_token: str | None = None
+    rotated_api_token: str | None = None
+    foreign_api_token: str | None = None
 
     def _admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         response = requests.request(
@@ -70,7 +73,8 @@ class WarehouseHandle:
         self._admin("DELETE", "/_admin/faults")
 
     def shipments(self, order_id: str) -> list[dict[str, Any]]:
-        """The shipments of ``order_id`` (``GET /v1/shipments?order_id=...``)."""
+        """Every client's shipments of ``order_id`` (``GET /v1/shipments?order_id=...``
+        with the admin token)."""
         result: list[dict[str, Any]] = self._admin(
             "GET", "/v1/shipments", params={"order_id": order_id}
         ).json()["shipments"]
@@ -119,8 +123,9 @@ def serve_warehouse(settings: Settings, *, clock: Clock = utc_now) -> Iterator[W
     """Run a warehouse for ``settings`` in a thread; yield its handle.
 
     Args:
-        settings: The server's settings; the first client token becomes ``api_token``,
-            the second (if any) ``other_api_token``.
+        settings: The server's settings; the first token of the client ``default``
+            becomes ``api_token``, its second (if any) ``rotated_api_token``, the first
+            token of another client (if any) ``foreign_api_token``.
         clock: Source of the current time for the server.
     """
     with serve_in_thread(create_app(settings, clock=clock)) as base_url:
@@ -129,5 +134,6 @@ def serve_warehouse(settings: Settings, *, clock: Clock = utc_now) -> Iterator[W
             api_token=settings.api_tokens[0],
             admin_token=settings.admin_token,
             database_url=settings.database_url,
-            other_api_token=settings.api_tokens[1] if len(settings.api_tokens) > 1 else None,
+            rotated_api_token=settings.api_tokens[1] if len(settings.api_tokens) > 1 else None,
+            foreign_api_token=next(iter(settings.other_clients.values()), (None,))[0],
         )

@@ -23,6 +23,7 @@ from shipping.ledger import (
     OrderNotFound,
     OrderRejected,
     OrderState,
+    RunRole,
     ShipmentMismatch,
     create_schema,
     engine_from_url,
@@ -141,13 +142,13 @@ def test_concurrent_create_schema_creates_the_tables_once(database_url: str) -> 
     tables = set(sa.inspect(engines[0]).get_table_names())
     for engine in engines:
         engine.dispose()
-    assert tables == {"orders", "order_lines", "line_tries"}
+    assert tables == {"orders", "order_lines", "line_tries", "order_runs"}
 
 
 def test_register_returns_the_lines_and_stores_them_in_order(ledger: Ledger) -> None:
     """A new order is RECEIVED with PENDING lines, kept in the order they were given."""
     order = make_order("10", "2", "1")
-    assert ledger.register_order(order) == list(order.items)
+    assert ledger.register_order(order).lines == list(order.items)
     status = ledger.get_order("ORD-1")
     assert status is not None
     assert status.state is OrderState.RECEIVED
@@ -163,7 +164,7 @@ def test_repeated_register_changes_nothing(ledger: Ledger) -> None:
     order = make_order("1", "2")
     ledger.register_order(order)
     before = snapshot(ledger)
-    assert ledger.register_order(order) == list(order.items)
+    assert ledger.register_order(order).lines == list(order.items)
     assert snapshot(ledger) == before
 
 
@@ -419,6 +420,9 @@ def test_get_order_json_has_exactly_the_status_contract(ledger: Ledger) -> None:
     assert status.to_json() == {
         "order_id": "ORD-1",
         "state": "SHIPPING",
+        "reason": None,
+        "run_id": "order-ORD-1",
+        "other_runs": [],
         "lines": [
             {
                 "line_id": "1",
@@ -484,3 +488,48 @@ def test_ledger_errors_survive_pickling(error: LedgerError) -> None:
     """Every ledger error pickles with its message and attributes intact."""
     copy = pickle.loads(pickle.dumps(error))
     assert (type(copy), str(copy), vars(copy)) == (type(error), str(error), vars(error))
+
+
+def test_a_second_run_of_the_same_order_is_a_duplicate_that_ships_nothing(ledger: Ledger) -> None:
+    """Another run id with the same content gets no lines; the owner and the duplicate show."""
+    order = make_order("1", "2")
+    ledger.register_order(order, run_id="order-ORD-1")
+    again = ledger.register_order(order, run_id="manual__retry")
+    assert (again.lines, again.owner_run_id, again.duplicate) == ([], "order-ORD-1", True)
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert status.run_id == "order-ORD-1"
+    assert [(r.run_id, r.role) for r in status.other_runs] == [("manual__retry", RunRole.DUPLICATE)]
+    assert "order-ORD-1" in (status.other_runs[0].reason or "")
+
+
+def test_the_owner_run_registers_again_with_all_its_lines(ledger: Ledger) -> None:
+    """A retry or clear of the owner run is not a duplicate."""
+    order = make_order("1", "2")
+    ledger.register_order(order, run_id="run-a")
+    again = ledger.register_order(order, run_id="run-a")
+    assert (again.lines, again.duplicate) == (list(order.items), False)
+
+
+def test_other_content_under_another_run_is_refused_and_recorded(ledger: Ledger) -> None:
+    """The refused run and its reason are kept, though the registration raises."""
+    ledger.register_order(make_order("1", "2"), run_id="run-a")
+    with pytest.raises(OrderConflict, match="run-a"):
+        ledger.register_order(make_order("1", "2", "3"), run_id="run-b")
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert [(r.run_id, r.role) for r in status.other_runs] == [("run-b", RunRole.REFUSED)]
+    assert "different content" in (status.other_runs[0].reason or "")
+    assert [line.line_id for line in status.lines] == ["1", "2"]
+
+
+def test_create_schema_adds_the_owner_column_to_an_older_ledger(ledger: Ledger) -> None:
+    """An older database gains owner_run_id; the first run to come back owns its orders."""
+    order = make_order("1")
+    ledger.register_order(order, run_id="run-a")
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE order_runs"))
+        conn.execute(sa.text("ALTER TABLE orders DROP COLUMN owner_run_id"))
+    ledger.create_schema()
+    assert ledger.register_order(order, run_id="run-b").duplicate is False
+    assert ledger.register_order(order, run_id="run-c").duplicate is True

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from shipping import pipeline
 from shipping.demo import sample_order
-from shipping.errors import OrderIncomplete, OrderRejected, SkuRefused
+from shipping.errors import (
+    OrderConflict,
+    OrderIncomplete,
+    OrderRejected,
+    ShipmentConflict,
+    ShipmentMismatch,
+    SkuRefused,
+    WarehouseUnavailable,
+    is_retryable,
+)
 from shipping.ledger import Ledger
 from shipping.order import parse_order
 from shipping.warehouse import RetryPolicy, WarehouseClient
+from warehouse_mock.storage import Storage
 from warehouse_mock.testing import WarehouseHandle
 
 
@@ -43,9 +56,14 @@ def order() -> dict[str, Any]:
 
 
 def ship(
-    ledger: Ledger, client: WarehouseClient, doc: dict[str, Any], index: int, try_number: int = 1
+    ledger: Ledger,
+    client: WarehouseClient,
+    doc: dict[str, Any],
+    index: int,
+    try_number: int = 1,
+    run_id: str | None = None,
 ) -> Any:
-    registered = pipeline.register(ledger, doc)
+    registered = pipeline.register(ledger, doc, run_id=run_id or f"order-{doc['order_id']}")
     return pipeline.ship_line(
         ledger=ledger,
         client=client,
@@ -58,7 +76,7 @@ def ship(
 
 def test_register_hands_every_line_to_the_fan_out(ledger: Ledger, order: dict[str, Any]) -> None:
     """register returns the lines in order and what they share."""
-    registered = pipeline.register(ledger, order)
+    registered = pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
     assert [line["line_id"] for line in registered["lines"]] == ["1", "2"]
     assert registered["ship_to"] == order["ship_to"]
 
@@ -69,7 +87,7 @@ def test_register_rejects_unknown_fields_and_records_the_reason(
     """Conf keys the schema does not know make the order REJECTED, with the reason."""
     order["coupon"] = "FREE"
     with pytest.raises(OrderRejected, match="coupon"):
-        pipeline.register(ledger, order)
+        pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
     status = ledger.get_order(order["order_id"])
     assert status is not None
     assert status.state == "REJECTED"
@@ -101,13 +119,157 @@ def test_a_retry_finds_a_shipment_the_ledger_missed(
     ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
 ) -> None:
     """A retry first looks for the line at the warehouse (a key may have expired there)."""
-    pipeline.register(ledger, order)
-    created = client.create_shipment(
-        order_id=order["order_id"], line_id="1", sku="MUG-RED", quantity=2, ship_to=order["ship_to"]
-    )
+    created = ship_behind_the_ledgers_back(client, order)
     result = ship(ledger, client, order, 0, try_number=2)
-    assert result["shipment_id"] == created.shipment_id
+    assert result["shipment_id"] == created
     assert len(warehouse.shipments(order["order_id"])) == 1
+
+
+def ship_behind_the_ledgers_back(
+    client: WarehouseClient, order: dict[str, Any], line: int = 0
+) -> str:
+    """Create a line's shipment at the warehouse only: the ledger never hears of it."""
+    item = order["items"][line]
+    return client.create_shipment(
+        order_id=order["order_id"],
+        line_id=item["line_id"],
+        sku=item["sku"],
+        quantity=item["quantity"],
+        ship_to=order["ship_to"],
+    ).shipment_id
+
+
+@pytest.fixture
+def posts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The URL of every POST any client sends in this test, as it is sent."""
+    sent: list[str] = []
+    real = requests.Session.request
+
+    def spy(self: requests.Session, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method.upper() == "POST":
+            sent.append(url)
+        return real(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", spy)
+    return sent
+
+
+def test_a_new_run_adopts_a_shipment_whose_key_expired_and_posts_nothing(
+    ledger: Ledger,
+    client: WarehouseClient,
+    warehouse: WarehouseHandle,
+    order: dict[str, Any],
+    posts: list[str],
+) -> None:
+    """Try 1 of a run, ledger PENDING, the key's stored response purged: adopted, not re-sent."""
+    created = ship_behind_the_ledgers_back(client, order)
+    storage = Storage(warehouse.database_url)
+    storage.purge_expired(older_than=datetime.now(UTC) + timedelta(days=365))
+    storage.dispose()
+    posts.clear()
+    result = ship(ledger, client, order, 0, try_number=1)
+    assert (result["shipment_id"], posts) == (created, [])
+    assert len(warehouse.shipments(order["order_id"])) == 1
+    assert ledger.shipped_line(order_id=order["order_id"], line_id="1") == created
+
+
+def test_a_rotated_token_finds_the_shipment_of_the_old_one(
+    ledger: Ledger, warehouse: WarehouseHandle, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """After a token rotation the line's shipment is still this client's: nothing new ships."""
+    created = ship_behind_the_ledgers_back(client, order)
+    assert warehouse.rotated_api_token is not None
+    with WarehouseClient(
+        warehouse.base_url, warehouse.rotated_api_token, sleep=lambda _: None
+    ) as rotated:
+        result = ship(ledger, rotated, order, 0, try_number=1)
+    assert result["shipment_id"] == created
+    assert len(warehouse.shipments(order["order_id"])) == 1
+
+
+def test_another_clients_shipment_of_the_same_line_is_not_adopted(
+    ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
+) -> None:
+    """A shipment made by another client under the same order and line is not ours."""
+    assert warehouse.foreign_api_token is not None
+    with WarehouseClient(
+        warehouse.base_url, warehouse.foreign_api_token, sleep=lambda _: None
+    ) as foreign:
+        theirs = ship_behind_the_ledgers_back(
+            foreign, {**order, "items": [{"line_id": "1", "sku": "OTHER", "quantity": 9}]}
+        )
+    result = ship(ledger, client, order, 0, try_number=2)
+    assert result["shipment_id"] != theirs
+    [mine] = [s for s in warehouse.shipments(order["order_id"]) if s["shipment_id"] != theirs]
+    assert (mine["shipment_id"], mine["sku"]) == (result["shipment_id"], "MUG-RED")
+
+
+def test_a_shipment_under_the_key_with_other_content_is_a_final_recorded_error(
+    ledger: Ledger,
+    client: WarehouseClient,
+    warehouse: WarehouseHandle,
+    order: dict[str, Any],
+    posts: list[str],
+) -> None:
+    """This client's shipment under the line's key but for another SKU: never adopted, never re-posted."""
+    client.create_shipment(
+        order_id=order["order_id"], line_id="1", sku="TEE-L", quantity=1, ship_to=order["ship_to"]
+    )
+    posts.clear()
+    with pytest.raises(ShipmentConflict, match="sku"):
+        ship(ledger, client, order, 0)
+    assert posts == []
+    status = ledger.get_order(order["order_id"])
+    assert status is not None
+    assert (status.lines[0].state, status.lines[0].shipment_id) == ("FAILED", None)
+    assert "not adopted" in (status.lines[0].last_error or "")
+
+
+def test_a_failed_lookup_is_recorded_as_the_lines_last_error(
+    ledger: Ledger, warehouse: WarehouseHandle, order: dict[str, Any]
+) -> None:
+    """The warehouse unreachable for the lookup: the line says so, and the error is retryable."""
+    with (
+        WarehouseClient(
+            "http://127.0.0.1:9",
+            warehouse.api_token,
+            retry=RetryPolicy(max_attempts=2),
+            sleep=lambda _: None,
+        ) as unreachable,
+        pytest.raises(WarehouseUnavailable) as raised,
+    ):
+        ship(ledger, unreachable, order, 0)
+    assert is_retryable(raised.value)
+    status = ledger.get_order(order["order_id"])
+    assert status is not None
+    assert status.lines[0].state == "FAILED"
+    assert "connection failed" in (status.lines[0].last_error or "")
+
+
+def test_a_duplicate_run_gets_no_lines_and_names_the_owner(
+    ledger: Ledger,
+    order: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same order under another run id fans out to nothing; the log names the owner run."""
+    pipeline.register(ledger, order, run_id="owner-run")
+    with caplog.at_level(logging.WARNING, logger="shipping.pipeline"):
+        again = pipeline.register(ledger, order, run_id="manual__duplicate")
+    assert (again["lines"], again["owner_run_id"]) == ([], "owner-run")
+    assert "owner-run" in caplog.text
+
+
+def test_other_content_under_the_same_order_id_fails_the_run_and_is_recorded(
+    ledger: Ledger, order: dict[str, Any]
+) -> None:
+    """Another order under an accepted order_id: final error, the run refused in the ledger."""
+    pipeline.register(ledger, order, run_id="owner-run")
+    changed = {**order, "customer_id": "C-other"}
+    with pytest.raises(OrderConflict):
+        pipeline.register(ledger, changed, run_id="other-run")
+    status = ledger.get_order(order["order_id"])
+    assert status is not None
+    assert [(r.run_id, r.role) for r in status.other_runs] == [("other-run", "REFUSED")]
 
 
 def test_a_refused_line_is_recorded_failed_and_raises_a_final_error(
@@ -152,7 +314,7 @@ def test_finalize_refuses_a_result_that_disagrees_with_the_ledger(
     """A task reporting another shipment than the ledger holds is never hidden."""
     results = [ship(ledger, client, order, 0), ship(ledger, client, order, 1)]
     results[1] = {**results[1], "shipment_id": "shp_other"}
-    with pytest.raises(RuntimeError, match="shp_other"):
+    with pytest.raises(ShipmentMismatch, match="shp_other"):
         pipeline.finalize(ledger, order["order_id"], results)
     status = ledger.get_order(order["order_id"])
     assert status is not None

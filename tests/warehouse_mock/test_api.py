@@ -19,12 +19,15 @@ from tests.warehouse_mock.support import (
     post_shipment,
     shipment_body,
 )
-from warehouse_mock.service import request_fingerprint, token_scope
+from warehouse_mock.service import request_fingerprint
+from warehouse_mock.settings import DEFAULT_CLIENT_ID
 from warehouse_mock.storage import Claim, Storage
 from warehouse_mock.testing import WarehouseHandle
 
 SHIPMENT_FIELDS = {
     "shipment_id",
+    "idempotency_key",
+    "ship_to",
     "order_id",
     "line_id",
     "sku",
@@ -56,7 +59,7 @@ def hold_claim(
 ) -> None:
     """Leave an in-flight claim on the body's key, as a request still running (or crashed) would."""
     result = storage.claim(
-        scope=token_scope(warehouse.api_token),
+        scope=DEFAULT_CLIENT_ID,
         idempotency_key=key_for(body),
         fingerprint=request_fingerprint(body),
         lease_seconds=lease,
@@ -408,15 +411,57 @@ def test_same_key_with_a_different_body_is_a_422_mismatch(
     ]
 
 
-def test_keys_are_scoped_per_client_token(warehouse: WarehouseHandle) -> None:
+def test_keys_are_scoped_per_client(warehouse: WarehouseHandle) -> None:
     """Two clients using the same key get a shipment each."""
-    assert warehouse.other_api_token is not None
+    assert warehouse.foreign_api_token is not None
     body = shipment_body(new_order_id())
     mine = post_shipment(warehouse, body, key_for(body))
-    theirs = post_shipment(warehouse, body, key_for(body), token=warehouse.other_api_token)
+    theirs = post_shipment(warehouse, body, key_for(body), token=warehouse.foreign_api_token)
     assert mine.status_code == theirs.status_code == 201
     assert "Idempotent-Replayed" not in theirs.headers
     assert mine.json()["shipment_id"] != theirs.json()["shipment_id"]
+
+
+def test_a_rotated_token_keeps_the_clients_keys(warehouse: WarehouseHandle) -> None:
+    """The same key under another token of the same client replays: rotation resets nothing."""
+    assert warehouse.rotated_api_token is not None
+    body = shipment_body(new_order_id())
+    first = post_shipment(warehouse, body, key_for(body))
+    again = post_shipment(warehouse, body, key_for(body), token=warehouse.rotated_api_token)
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["shipment_id"] == first.json()["shipment_id"]
+    assert len(warehouse.shipments(body["order_id"])) == 1
+
+
+def test_a_client_sees_only_its_own_shipments(warehouse: WarehouseHandle) -> None:
+    """Listing and reading by id are scoped to the caller; the admin sees every client's."""
+    assert warehouse.foreign_api_token is not None
+    body = shipment_body(new_order_id())
+    theirs = post_shipment(warehouse, body, key_for(body), token=warehouse.foreign_api_token)
+    listed = get(warehouse, "/v1/shipments", params={"order_id": body["order_id"]})
+    by_key = get(warehouse, "/v1/shipments", params={"idempotency_key": key_for(body)})
+    by_id = get(warehouse, f"/v1/shipments/{theirs.json()['shipment_id']}")
+    assert listed.json() == by_key.json() == {"shipments": []}
+    assert_problem(by_id, 404, "/problems/not-found")
+    assert len(warehouse.shipments(body["order_id"])) == 1
+
+
+def test_shipments_are_found_by_key_with_their_content(warehouse: WarehouseHandle) -> None:
+    """A lookup by key answers the shipment with its key and address, as a client compares it."""
+    body = shipment_body(new_order_id())
+    created = post_shipment(warehouse, body, key_for(body)).json()
+    [found] = get(warehouse, "/v1/shipments", params={"idempotency_key": key_for(body)}).json()[
+        "shipments"
+    ]
+    assert found == created
+    assert found["idempotency_key"] == key_for(body)
+    assert found["ship_to"] == body["ship_to"]
+
+
+def test_listing_shipments_needs_a_filter(warehouse: WarehouseHandle) -> None:
+    """Without order_id or idempotency_key the listing is a 422, not every shipment."""
+    assert_problem(get(warehouse, "/v1/shipments"), 422, "/problems/invalid-request")
 
 
 def test_same_key_while_the_first_is_in_flight_is_a_409(
@@ -451,4 +496,20 @@ def test_expired_in_flight_claim_is_taken_over(
     response = post_shipment(warehouse, body, key_for(body))
     assert response.status_code == 201
     assert "Idempotent-Replayed" not in response.headers
+    assert len(warehouse.shipments(body["order_id"])) == 1
+
+
+def test_a_key_past_retention_is_answered_from_its_shipment(
+    warehouse: WarehouseHandle, warehouse_storage: Storage
+) -> None:
+    """Once the stored response is purged, the same request replays the shipment, not a new one."""
+    body = shipment_body(new_order_id())
+    first = post_shipment(warehouse, body, key_for(body)).json()
+    warehouse_storage.purge_expired(older_than=datetime.now(UTC) + timedelta(days=365))
+    again = post_shipment(warehouse, body, key_for(body))
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["shipment_id"] == first["shipment_id"]
+    other = post_shipment(warehouse, {**body, "quantity": 7}, key_for(body))
+    assert_problem(other, 422, "/problems/idempotency-key-mismatch")
     assert len(warehouse.shipments(body["order_id"])) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from warehouse_mock.storage import (
     Claim,
@@ -17,6 +18,7 @@ from warehouse_mock.storage import (
     Mismatch,
     NewShipment,
     Replay,
+    ShipmentExists,
     Storage,
 )
 
@@ -172,3 +174,59 @@ def test_schema_creation_is_idempotent(storage: Storage) -> None:
     complete(storage, claim, NOW)
     storage.create_schema()
     assert storage.get_shipment("shp_1") is not None
+
+
+def test_two_shipments_under_one_key_cannot_exist(storage: Storage) -> None:
+    """The database itself refuses a second shipment row under a key, even past retention."""
+    first = claim_at(storage, NOW)
+    assert isinstance(first, Claim)
+    complete(storage, first, NOW)
+    storage.purge_expired(older_than=NOW + timedelta(days=365))  # the stored response is gone
+    second = claim_at(storage, NOW + timedelta(days=366))
+    assert isinstance(second, Claim)
+    with pytest.raises(ShipmentExists):
+        complete(storage, second, NOW + timedelta(days=366), shipment_id="shp_2")
+    assert [s.shipment_id for s in storage.find_shipments(scope=SCOPE, order_id="ORD-1")] == [
+        "shp_1"
+    ]
+
+
+def test_shipment_for_key_is_kept_after_its_response_is_purged(storage: Storage) -> None:
+    """Retention frees the stored response, never the shipment found by its key."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    storage.purge_expired(older_than=NOW + timedelta(days=365))
+    found = storage.shipment_for_key(SCOPE, KEY)
+    assert found is not None
+    assert found.shipment_id == "shp_1"
+    assert storage.shipment_for_key("b" * 64, KEY) is None
+
+
+def test_schema_creation_moves_per_token_scopes_to_their_client(storage: Storage) -> None:
+    """A database from before per-client scopes keeps its keys and shipments for the client."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    storage.create_schema({SCOPE: "default"})
+    assert storage.shipment_for_key("default", KEY) is not None
+    assert isinstance(
+        storage.claim(
+            scope="default",
+            idempotency_key=KEY,
+            fingerprint=FINGERPRINT,
+            lease_seconds=30,
+            now=NOW,
+        ),
+        Replay,
+    )
+
+
+def test_schema_creation_adds_the_unique_key_index_to_an_old_database(storage: Storage) -> None:
+    """create_schema gives a database made without the index its one-shipment-per-key rule."""
+    with storage.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX uq_shipments_scope_idempotency_key"))
+    storage.create_schema()
+    assert "uq_shipments_scope_idempotency_key" in {
+        index["name"] for index in sa.inspect(storage.engine).get_indexes("shipments")
+    }
