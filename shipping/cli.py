@@ -84,7 +84,7 @@ def submit(path: Path) -> int:
         reason = (outcome.reason or "").split("\n\n", 1)[0]
         raise CliError(f"order {order.order_id} refused by Airflow: {reason}", EXIT_REFUSED)
     existing = (outcome.run or {}).get("conf") or {}
-    if content_hash(existing) == order.content_hash():
+    if _same_order(existing, order.content_hash()):
         state = (outcome.run or {}).get("state")
         print(f"order {order.order_id} was already accepted as run {order.run_id} ({state})")
         return EXIT_OK
@@ -93,6 +93,14 @@ def submit(path: Path) -> int:
         "with different content (use a new order_id)",
         EXIT_REFUSED,
     )
+
+
+def _same_order(conf: Any, digest: str) -> bool:
+    """Whether a run's conf is the order with content ``digest`` (2.0 and 2 alike)."""
+    try:
+        return parse_order(conf).content_hash() == digest
+    except InvalidOrder:
+        return content_hash(conf) == digest
 
 
 def status(order_id: str, *, as_json: bool) -> int:
@@ -110,17 +118,21 @@ def status(order_id: str, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(doc, indent=2))
         return EXIT_OK
-    print(render_status(doc, reason=found.reason))
+    print(render_status(doc))
     return EXIT_OK
 
 
-def render_status(doc: dict[str, Any], *, reason: str | None = None) -> str:
+def render_status(doc: dict[str, Any]) -> str:
     """The order (its JSON form) and a table of its lines, for a terminal."""
     lines = doc["lines"]
     shipped = sum(1 for line in lines if line["state"] == "SHIPPED")
     out = [f"order {doc['order_id']}: {doc['state']} ({shipped}/{len(lines)} lines shipped)"]
-    if reason:
-        out.append(f"reason: {reason}")
+    if doc.get("reason"):
+        out.append(f"reason: {doc['reason']}")
+    if doc.get("run_id"):
+        out.append(f"run: {doc['run_id']}")
+    for run in doc.get("other_runs", []):
+        out.append(f"other run: {run['run_id']} ({run['role']}: {run['reason']})")
     header = ("line", "sku", "qty", "state", "attempts", "shipment", "last error")
     rows = [
         (

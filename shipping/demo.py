@@ -136,7 +136,7 @@ def run_demo(state: StackState) -> int:
             if status is None:
                 print(f"order {order_id}: not found")
             else:
-                print(render_status(status.to_json(), reason=status.reason))
+                print(render_status(status.to_json()))
             print(f"run: {runs[order_id]}")
             problems += _check(ledger, warehouse, order_id)
     ledger.dispose()

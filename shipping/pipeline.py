@@ -85,7 +85,7 @@ def register(ledger: Ledger, conf: Mapping[str, Any], *, run_id: str) -> Registe
         if isinstance(order_id, str) and order_id:
             ledger.reject_order(
                 order_id=order_id,
-                customer_id=str(doc.get("customer_id", ""))[:64],
+                customer_id=_storable(doc.get("customer_id", ""))[:64],
                 reason=reason,
                 content_hash=content_hash(doc),
                 run_id=run_id,
@@ -111,6 +111,12 @@ def register(ledger: Ledger, conf: Mapping[str, Any], *, run_id: str) -> Registe
         ],
         "owner_run_id": registration.owner_run_id,
     }
+
+
+def _storable(value: object) -> str:
+    """``value`` as text any database stores: no control characters, no lone surrogates."""
+    text = "".join(ch for ch in str(value) if ch >= " " and ch != "\x7f")
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def line_label(line: Mapping[str, Any]) -> str:

@@ -28,7 +28,7 @@ def _text(min_length: int, max_length: int) -> Any:
     return StringConstraints(
         min_length=min_length,
         max_length=max_length,
-        pattern=f"^{_TEXT}{{{min_length},{max_length}}}$",
+        pattern=f"^{_TEXT}*$",
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from shipping.connections import ledger_connection, warehouse_connection
 from shipping.demo import sample_order
@@ -90,3 +91,33 @@ def test_duplicate_line_ids_reject_the_order(dag: Any, ledger: Ledger, warehouse
     assert status is not None
     assert status.state == "REJECTED"
     assert warehouse.shipments(doc["order_id"]) == []
+
+
+def test_a_second_run_of_an_order_makes_no_warehouse_call_and_names_the_owner(
+    dag: Any, ledger: Ledger, warehouse: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same order under another run id fans out to nothing and succeeds at once."""
+    doc = sample_order(f"DT-{uuid.uuid4().hex[:8]}", 3)
+    first = dag.test(run_conf=doc)
+    assert str(first.state) == "success"
+    calls: list[str] = []
+    real = requests.Session.request
+
+    def spy(self: requests.Session, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if url.startswith(warehouse.base_url):
+            calls.append(f"{method} {url}")
+        return real(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", spy)
+    second = dag.test(run_conf=doc)
+    monkeypatch.undo()
+    assert str(second.state) == "success"
+    assert calls == []
+    assert states(second)[("ship_item", "success")] == 0
+    status = ledger.get_order(doc["order_id"])
+    assert status is not None
+    assert (status.state, status.run_id) == ("SHIPPED", first.run_id)
+    [other] = status.other_runs
+    assert (other.run_id, other.role) == (second.run_id, "DUPLICATE")
+    assert first.run_id in (other.reason or "")
+    assert len(warehouse.shipments(doc["order_id"])) == 3

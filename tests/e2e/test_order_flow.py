@@ -24,6 +24,9 @@ pytestmark = pytest.mark.e2e
 RUN_TIMEOUT_S = 300
 
 
+_SHIP_TO = sample_order("X", 1)["ship_to"]
+
+
 def new_order(lines: int, **overrides: Any) -> dict[str, Any]:
     doc = sample_order(f"E2E-{uuid.uuid4().hex[:10]}", lines)
     doc.update(overrides)
@@ -76,7 +79,12 @@ def test_submit_posts_a_new_order_and_status_shows_it_shipped(
     assert f"order {doc['order_id']} accepted" in result.stdout
     assert run_to_end(stack, doc) == "success"
     status = stack.status(doc["order_id"])
-    assert set(status) == {"order_id", "state", "lines"}
+    assert set(status) == {"order_id", "state", "reason", "run_id", "other_runs", "lines"}
+    assert (status["reason"], status["run_id"], status["other_runs"]) == (
+        None,
+        run_id_for(doc["order_id"]),
+        [],
+    )
     assert status["state"] == "SHIPPED"
     assert [set(line) for line in status["lines"]] == [
         {"line_id", "sku", "quantity", "state", "attempts", "shipment_id", "last_error"}
@@ -92,12 +100,27 @@ def test_each_mapped_instance_is_named_by_line_and_sku(stack: LiveStack) -> None
     assert names == sorted(f"line {i['line_id']} · {i['sku']}" for i in doc["items"])
 
 
+def test_an_integral_float_quantity_ships_as_that_integer(stack: LiveStack) -> None:
+    """quantity 2.0 passes the door (JSON Schema calls it an integer) and ships as 2."""
+    doc = new_order(1)
+    doc["items"][0]["quantity"] = 2.0
+    assert post(stack, doc).status is TriggerStatus.ACCEPTED
+    assert run_to_end(stack, doc) == "success"
+    [shipment] = stack.warehouse.list_shipments(doc["order_id"])
+    assert shipment["quantity"] == 2
+
+
 @pytest.mark.parametrize(
     ("change", "param"),
     [
         ({"items": []}, "items"),
         ({"ship_to": {"name": "A"}}, "ship_to"),
         ({"order_id": "has spaces"}, "order_id"),
+        # Holes of Python's "$" and of what a database or a run id cannot hold:
+        ({"order_id": "E2E..x"}, "order_id"),
+        ({"ship_to": {**_SHIP_TO, "country": "DE\n"}}, "ship_to"),
+        ({"ship_to": {**_SHIP_TO, "name": "Ada\u0000"}}, "ship_to"),
+        ({"items": [{"line_id": "1\n", "sku": "MUG-RED", "quantity": 1}]}, "items"),
         ({"items": [{"line_id": "1", "sku": "MUG-RED", "quantity": 0}]}, "items"),
     ],
 )
@@ -171,8 +194,10 @@ def test_same_id_with_other_content_is_refused_by_submit(stack: LiveStack, tmp_p
     assert "different content" in result.stderr
 
 
-def test_same_order_under_another_run_id_ships_nothing_new(stack: LiveStack) -> None:
-    """The keys are per line, not per run: a second run replays, it does not re-ship."""
+def test_same_order_under_another_run_id_does_nothing_and_names_the_owner(
+    stack: LiveStack,
+) -> None:
+    """One run per order: a second run fans out to nothing; status names both runs."""
     doc = new_order(3)
     post(stack, doc)
     assert run_to_end(stack, doc) == "success"
@@ -181,6 +206,42 @@ def test_same_order_under_another_run_id_ships_nothing_new(stack: LiveStack) -> 
     assert post(stack, doc, other_run).status is TriggerStatus.ACCEPTED
     assert run_to_end(stack, doc, other_run) == "success"
     assert stack.warehouse.list_shipments(doc["order_id"]) == before
+    ship_items = [
+        ti for ti in stack.api.task_instances(DAG_ID, other_run) if ti["task_id"] == "ship_item"
+    ]
+    assert {ti["state"] for ti in ship_items} <= {"skipped"}
+    status = stack.status(doc["order_id"])
+    assert status["run_id"] == run_id_for(doc["order_id"])
+    assert status["other_runs"] == [
+        {
+            "run_id": other_run,
+            "role": "DUPLICATE",
+            "reason": f"the order belongs to run {run_id_for(doc['order_id'])}",
+        }
+    ]
+
+
+def test_other_content_under_another_run_id_is_refused_without_retries(
+    stack: LiveStack,
+) -> None:
+    """Another order under an accepted order_id fails its run at once; status says why."""
+    doc = new_order(1)
+    post(stack, doc)
+    assert run_to_end(stack, doc) == "success"
+    other_run = f"{run_id_for(doc['order_id'])}-changed"
+    changed = dict(doc, customer_id="C-other")
+    assert post(stack, changed, other_run).status is TriggerStatus.ACCEPTED
+    assert run_to_end(stack, changed, other_run) == "failed"
+    [register] = [
+        ti
+        for ti in stack.api.task_instances(DAG_ID, other_run)
+        if ti["task_id"] == "register_order"
+    ]
+    assert register["try_number"] == 1
+    [refused] = stack.status(doc["order_id"])["other_runs"]
+    assert (refused["run_id"], refused["role"]) == (other_run, "REFUSED")
+    assert "different content" in refused["reason"]
+    assert len(stack.warehouse.list_shipments(doc["order_id"])) == 1
 
 
 def test_refused_line_fails_alone_and_a_cleared_retry_finalizes(stack: LiveStack) -> None:

@@ -46,11 +46,14 @@ def test_status_of_an_unknown_order_exits_1_with_a_clear_message(
     assert "unknown order 'NOPE-1'" in capsys.readouterr().err
 
 
-def test_render_status_shows_each_line_and_the_reason() -> None:
-    """The table has a row per line; a rejected order shows why."""
+def test_render_status_shows_each_line_the_reason_and_the_runs() -> None:
+    """The table has a row per line; a rejected order shows why; the owner run and others show."""
     doc = {
         "order_id": "O-1",
         "state": "SHIPPING",
+        "reason": "because",
+        "run_id": "order-O-1",
+        "other_runs": [{"run_id": "manual__x", "role": "DUPLICATE", "reason": "owned elsewhere"}],
         "lines": [
             {
                 "line_id": "1",
@@ -72,9 +75,11 @@ def test_render_status_shows_each_line_and_the_reason() -> None:
             },
         ],
     }
-    text = cli.render_status(doc, reason="because")
+    text = cli.render_status(doc)
     assert "order O-1: SHIPPING (1/2 lines shipped)" in text
     assert "reason: because" in text
+    assert "run: order-O-1" in text
+    assert "other run: manual__x (DUPLICATE: owned elsewhere)" in text
     assert "shp_1" in text
     assert "sku refused" in text
     assert "recovered from:" not in text

@@ -65,12 +65,20 @@ _DELETE = object()
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (("order_id",), "", "order.order_id: '' does not match"),
-        (("order_id",), "ORD 1", "order.order_id: 'ORD 1' does not match"),
+        (("order_id",), "", "order.order_id: '' is not 1-64 characters of"),
+        (("order_id",), "ORD 1", "order.order_id: 'ORD 1' is not 1-64 characters of"),
+        (("order_id",), "ORD-1\n", "order.order_id: 'ORD-1\\n' is not 1-64 characters of"),
+        (("order_id",), "ORD..1", "order.order_id: 'ORD..1' is not 1-64 characters of"),
+        (("items", 0, "line_id"), "1\n", "order.items[0].line_id: '1\\n' is not 1-64 characters"),
         (("order_id",), "x" * 65, "order.order_id:"),
         (("order_id",), _DELETE, "order: 'order_id' is a required property"),
         (("customer_id",), 42, "order.customer_id: 42 is not of type 'string'"),
-        (("ship_to", "country"), "Germany", "order.ship_to.country: 'Germany' does not match"),
+        (("ship_to", "country"), "Germany", "order.ship_to.country: 'Germany' is not an ISO"),
+        (("ship_to", "country"), "DE\n", "order.ship_to.country: 'DE\\n' is not an ISO"),
+        (("ship_to", "name"), "A\x00", "order.ship_to.name: 'A\\x00' is not text without control"),
+        (("items", 0, "sku"), "MUG\tRED", "order.items[0].sku: 'MUG\\tRED' is not text without"),
+        (("items", 0, "quantity"), 2.5, "order.items[0].quantity: 2.5 is not of type 'integer'"),
+        (("items", 0, "quantity"), True, "order.items[0].quantity: True is not of type 'integer'"),
         (("ship_to", "city"), _DELETE, "order.ship_to: 'city' is a required property"),
         (("items",), [], "order.items: [] should be non-empty"),
         (("items", 0, "quantity"), 0, "order.items[0].quantity: 0 is less than the minimum of 1"),
@@ -157,3 +165,20 @@ def test_content_hash_changes_with_content() -> None:
 def test_schema_refuses_unknown_top_level_fields() -> None:
     """Airflow accepts undeclared conf keys silently; the schema must not."""
     assert ORDER_SCHEMA["additionalProperties"] is False
+
+
+def test_an_integral_float_quantity_is_that_integer() -> None:
+    """JSON's 2.0 is the integer 2: accepted, and the warehouse gets the int."""
+    doc = valid_order()
+    doc["items"][0]["quantity"] = 2.0
+    order = parse_order(doc)
+    assert type(order.items[0].quantity) is int
+    assert order.content_hash() == parse_order(valid_order()).content_hash()
+
+
+def test_a_lone_surrogate_is_refused_by_the_rules_with_its_place() -> None:
+    """A string JSON can carry but no database or HTTP body can: refused, naming the field."""
+    doc = valid_order()
+    doc["ship_to"]["city"] = "Berlin\ud800"
+    with pytest.raises(InvalidOrder, match=r"order\.ship_to\.city: not valid Unicode"):
+        parse_order(doc)
