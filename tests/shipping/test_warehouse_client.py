@@ -26,12 +26,15 @@ from requests.structures import CaseInsensitiveDict
 from shipping.errors import (
     IdempotencyKeyMismatch,
     InvalidShipmentRequest,
+    RequestNotSent,
+    ShipmentConflict,
     SkuRefused,
     WarehouseAuthError,
     WarehouseRejected,
     WarehouseServerError,
     WarehouseThrottled,
     WarehouseTransportError,
+    is_retryable,
 )
 from shipping.warehouse import (
     RetryPolicy,
@@ -679,3 +682,43 @@ def test_admin_sets_reads_and_resets_faults(live: Harness) -> None:
     )
     live.admin.reset_faults()
     assert live.admin.get_faults()["error_rate"] == 0.0
+
+
+def test_find_shipment_answers_the_lines_shipment_by_its_key(live: Harness) -> None:
+    """One lookup by key finds the line's shipment, with the content to compare."""
+    created = live.create(line_id="2")
+    found = live.client.find_shipment(order_id=live.order_id, line_id="2")
+    assert found is not None
+    assert (found["shipment_id"], found["sku"], found["ship_to"]) == (
+        created.shipment_id,
+        "MUG-RED",
+        SHIP_TO,
+    )
+    assert live.client.find_shipment(order_id=live.order_id, line_id="1") is None
+
+
+def test_several_shipments_under_one_key_are_a_conflict(
+    scripted: tuple[ScriptedAdapter, FakeTime, WarehouseClient],
+) -> None:
+    """A warehouse listing two shipments for a key is never trusted: final ShipmentConflict."""
+    adapter, _, client = scripted
+    two = {"shipments": [{"shipment_id": "shp_1"}, {"shipment_id": "shp_2"}]}
+    adapter.answers = [Answer(200, json.dumps(two).encode(), {"Content-Type": "application/json"})]
+    with pytest.raises(ShipmentConflict, match="shp_1, shp_2"):
+        client.find_shipment(order_id="ORD-1", line_id="1")
+
+
+def test_a_request_that_cannot_be_sent_is_final_and_not_retried(
+    scripted: tuple[ScriptedAdapter, FakeTime, WarehouseClient],
+) -> None:
+    """A key that is not a valid header value fails typed and final, after one attempt."""
+    adapter, fake, client = scripted
+    with pytest.raises(RequestNotSent) as caught:
+        create(client, order_id="ORD-1\n")
+    assert not is_retryable(caught.value)
+    assert (caught.value.status, caught.value.attempts, adapter.sent, fake.sleeps) == (
+        None,
+        1,
+        [],
+        [],
+    )

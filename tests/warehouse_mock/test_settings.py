@@ -139,3 +139,33 @@ def test_repr_never_shows_a_token() -> None:
     text = repr(Settings.from_env(env()))
     assert CLIENT_TOKEN not in text
     assert ADMIN_TOKEN not in text
+
+
+def test_further_clients_are_read_from_warehouse_clients() -> None:
+    """WAREHOUSE_CLIENTS adds clients beside `default`, each with its tokens."""
+    settings = Settings.from_env(
+        env(WAREHOUSE_CLIENTS='{"other-shop": ["other-token-1a2b3c", "other-token-4d5e6f"]}')
+    )
+    assert settings.clients == {
+        "default": (CLIENT_TOKEN,),
+        "other-shop": ("other-token-1a2b3c", "other-token-4d5e6f"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("not json", "is not valid JSON"),
+        ('["other-token-1a2b3c"]', "must be a JSON object"),
+        ('{"default": ["other-token-1a2b3c"]}', "client id 'default'"),
+        ('{"bad id": ["other-token-1a2b3c"]}', "client id 'bad id'"),
+        ('{"shop": []}', "has no token"),
+        (f'{{"shop": ["{CLIENT_TOKEN}"]}}', "shares a token"),
+        ('{"shop": ["change-me"]}', "placeholder"),
+    ],
+)
+def test_bad_warehouse_clients_are_refused_naming_the_variable(raw: str, message: str) -> None:
+    """Every problem of WAREHOUSE_CLIENTS is named, with the variable first."""
+    error = refusal(env(WAREHOUSE_CLIENTS=raw))
+    assert str(error).startswith("WAREHOUSE_CLIENTS")
+    assert message in str(error)
