@@ -122,16 +122,17 @@ def order_intake() -> None:
         context = get_current_context()
         context["line_label"] = pipeline.line_label(line)  # rendered as the instance name
         with warehouse_client(BaseHook.get_connection(WAREHOUSE_CONN_ID)) as client:
-            return dict(
-                pipeline.ship_line(
-                    ledger=_ledger(),
-                    client=client,
-                    order_id=order["order_id"],
-                    ship_to=order["ship_to"],
-                    line=line,
-                    try_number=context["ti"].try_number,
-                )
+            result = pipeline.ship_line(
+                ledger=_ledger(),
+                client=client,
+                order_id=order["order_id"],
+                ship_to=order["ship_to"],
+                line=line,
+                try_number=context["ti"].try_number,
             )
+        # An operator's fix may have changed the SKU: the name follows the ledger.
+        context["line_label"] = pipeline.line_label(result)
+        return dict(result)
 
     @task
     def finalize_order(order: dict[str, Any], results: Any) -> dict[str, Any]:

@@ -217,6 +217,29 @@ class AirflowClient:
         cleared: list[dict[str, Any]] = result["task_instances"]
         return cleared
 
+    def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[dict[str, Any]]:
+        """Clear failed (or upstream-failed) unmapped tasks of a run so they run again."""
+        body = {
+            "dag_run_id": run_id,
+            "task_ids": task_ids,
+            "include_downstream": True,
+            "only_failed": True,
+            "dry_run": False,
+        }
+        result = self._json("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
+        cleared: list[dict[str, Any]] = result["task_instances"]
+        return cleared
+
+    def set_mapped_state(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, state: str, *, note: str
+    ) -> None:
+        """Set one mapped instance's state (e.g. ``success``), with a note saying why."""
+        self._json(
+            "PATCH",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}",
+            json={"new_state": state, "note": note[:1000]},
+        )
+
     def wait_for_run(
         self,
         dag_id: str,

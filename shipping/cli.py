@@ -1,23 +1,27 @@
-"""The ``shipping`` command: post orders to Airflow and show where they are.
+"""The ``shipping`` command: post orders, follow them, and resolve failed lines.
 
-``shipping submit ORDER.json`` posts an order over Airflow's REST API and says what
-happened: accepted, already accepted (the same order again), or refused with the reason
-(a schema error, or another order under the same id). ``shipping status ORDER_ID
-[--json]`` shows the order and each line from the ledger.
+``submit ORDER.json [--watch]``, ``status ORDER_ID [--json]``, and the operator commands
+``retry``, ``watch``, ``fix``, ``cancel`` and ``reconcile`` (``shipping COMMAND --help``
+says each one's exit codes).
 
-With the local stack up (``make up``) both need no settings: they read the stack's
-state. Otherwise ``SHIPPING_AIRFLOW_URL``, ``AIRFLOW_ADMIN_PASSWORD`` and
-``SHIPPING_LEDGER_URL`` say where to go.
-
-Exit codes: 0 done, 1 unknown order or Airflow unreachable, 2 order refused.
+With the local stack up (``make up``) no settings are needed: the commands read the
+stack's state. Otherwise ``SHIPPING_AIRFLOW_URL`` and ``AIRFLOW_ADMIN_PASSWORD`` (Airflow),
+``SHIPPING_LEDGER_URL`` (the ledger), ``SHIPPING_WAREHOUSE_URL`` and ``WAREHOUSE_API_TOKEN``
+(the warehouse) say where to go.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +29,22 @@ import requests
 import sqlalchemy.exc
 
 from shipping.airflow_api import AirflowApiError, AirflowClient, TriggerStatus
-from shipping.order import InvalidOrder, content_hash, parse_order
+from shipping.errors import LedgerError, OrderNotFound, WarehouseError
+from shipping.order import InvalidOrder, content_hash, parse_order, run_id_for
 from shipping.settings import DAG_ID, ClientSettings, SettingsError
 from shipping.stack import load_state
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_REFUSED = 0, 1, 2
+EXIT_OK, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_OPERATOR, EXIT_DRIFT_OR_TIMEOUT = 0, 1, 2, 3, 4
+SHIP_TASK, REDUCER_TASK = "ship_item", "finalize_order"
+#: Errors a retry cannot cure: the line must be fixed or cancelled (or reconciled).
+FINAL_ERRORS = (
+    "SkuRefused",
+    "InvalidShipmentRequest",
+    "IdempotencyKeyMismatch",
+    "RequestNotSent",
+    "WarehouseRejected",
+)
+WATCH_POLL_S = 2.0
 
 
 class CliError(Exception):
@@ -40,6 +55,7 @@ class CliError(Exception):
         self.code = code
 
 
+# --------------------------------------------------------------- connections
 def _airflow() -> AirflowClient:
     state = load_state()
     env = dict(os.environ)
@@ -64,7 +80,42 @@ def _ledger_url() -> str:
     return state.ledger_url
 
 
-def submit(path: Path) -> int:
+@contextmanager
+def _ledger() -> Iterator[Any]:
+    from shipping.ledger import Ledger
+
+    ledger = Ledger.from_url(_ledger_url())
+    try:
+        yield ledger
+    finally:
+        ledger.dispose()
+
+
+@contextmanager
+def _warehouse() -> Iterator[Any]:
+    from shipping.warehouse import WarehouseClient
+
+    state = load_state()
+    url = os.environ.get("SHIPPING_WAREHOUSE_URL") or (state.warehouse_url if state else None)
+    token = os.environ.get("WAREHOUSE_API_TOKEN") or (state.warehouse_api_token if state else None)
+    if not url or not token:
+        raise CliError(
+            "no warehouse: set SHIPPING_WAREHOUSE_URL and WAREHOUSE_API_TOKEN "
+            "or start the stack (make up)"
+        )
+    with WarehouseClient(url, token) as client:
+        yield client
+
+
+def _order(ledger: Any, order_id: str) -> Any:
+    found = ledger.get_order(order_id)
+    if found is None:
+        raise CliError(f"unknown order {order_id!r}")
+    return found
+
+
+# ------------------------------------------------------------------- submit
+def submit(path: Path, *, watch_timeout: float | None = None) -> int:
     """Post the order in ``path``; print the outcome; return the exit code."""
     try:
         doc = json.loads(path.read_text())
@@ -78,21 +129,22 @@ def submit(path: Path) -> int:
         outcome = api.trigger(DAG_ID, order.run_id, doc)
     if outcome.status is TriggerStatus.ACCEPTED:
         print(f"order {order.order_id} accepted as run {order.run_id}")
-        return EXIT_OK
-    if outcome.status is TriggerStatus.REFUSED:
+    elif outcome.status is TriggerStatus.REFUSED:
         # Airflow appends the whole JSON schema to the reason; its first line says it all.
         reason = (outcome.reason or "").split("\n\n", 1)[0]
         raise CliError(f"order {order.order_id} refused by Airflow: {reason}", EXIT_REFUSED)
-    existing = (outcome.run or {}).get("conf") or {}
-    if _same_order(existing, order.content_hash()):
+    elif _same_order((outcome.run or {}).get("conf") or {}, order.content_hash()):
         state = (outcome.run or {}).get("state")
         print(f"order {order.order_id} was already accepted as run {order.run_id} ({state})")
-        return EXIT_OK
-    raise CliError(
-        f"order {order.order_id} refused: an order with this id was already accepted "
-        "with different content (use a new order_id)",
-        EXIT_REFUSED,
-    )
+    else:
+        raise CliError(
+            f"order {order.order_id} refused: an order with this id was already accepted "
+            "with different content (use a new order_id)",
+            EXIT_REFUSED,
+        )
+    if watch_timeout is not None:
+        return watch(order.order_id, timeout=watch_timeout)
+    return EXIT_OK
 
 
 def _same_order(conf: Any, digest: str) -> bool:
@@ -103,22 +155,12 @@ def _same_order(conf: Any, digest: str) -> bool:
         return content_hash(conf) == digest
 
 
+# ------------------------------------------------------------------- status
 def status(order_id: str, *, as_json: bool) -> int:
     """Print the order and its lines from the ledger; return the exit code."""
-    from shipping.ledger import Ledger
-
-    ledger = Ledger.from_url(_ledger_url())
-    try:
-        found = ledger.get_order(order_id)
-    finally:
-        ledger.engine.dispose()
-    if found is None:
-        raise CliError(f"unknown order {order_id!r}")
-    doc = found.to_json()
-    if as_json:
-        print(json.dumps(doc, indent=2))
-        return EXIT_OK
-    print(render_status(doc))
+    with _ledger() as ledger:
+        doc = _order(ledger, order_id).to_json()
+    print(json.dumps(doc, indent=2) if as_json else render_status(doc))
     return EXIT_OK
 
 
@@ -126,7 +168,10 @@ def render_status(doc: dict[str, Any]) -> str:
     """The order (its JSON form) and a table of its lines, for a terminal."""
     lines = doc["lines"]
     shipped = sum(1 for line in lines if line["state"] == "SHIPPED")
-    out = [f"order {doc['order_id']}: {doc['state']} ({shipped}/{len(lines)} lines shipped)"]
+    head = f"order {doc['order_id']}: {doc['state']} ({shipped}/{len(lines)} lines shipped"
+    if doc.get("cancelled_lines"):
+        head += f", {doc['cancelled_lines']} cancelled"
+    out = [head + ")"]
     if doc.get("reason"):
         out.append(f"reason: {doc['reason']}")
     if doc.get("run_id"):
@@ -146,10 +191,28 @@ def render_status(doc: dict[str, Any]) -> str:
         )
         for line in lines
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    out.extend(_table(header, rows))
+    for amendment in doc.get("amendments", []):
+        new = amendment["new"]
+        change = (
+            "cancelled"
+            if new is None
+            else f"{amendment['old']['sku']} x{amendment['old']['quantity']} -> "
+            f"{new['sku']} x{new['quantity']}"
+        )
+        out.append(
+            f"{amendment['action'].lower()} of line {amendment['line_id']} by "
+            f"{amendment['by']} at {amendment['at']}: {change} ({amendment['reason']})"
+        )
     return "\n".join(out)
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 def _last_error(line: dict[str, Any]) -> str:
@@ -157,32 +220,389 @@ def _last_error(line: dict[str, Any]) -> str:
     if not error:
         return "-"
     # A shipped line keeps the error it met on the way, as history.
-    prefix = "recovered from: " if line["state"] == "SHIPPED" else ""
+    prefix = "recovered from: " if line["state"] in ("SHIPPED", "CANCELLED") else ""
     return (prefix + error)[:72]
+
+
+# -------------------------------------------------------------------- retry
+def retry(order_id: str, line_ids: list[str]) -> int:
+    """Clear the order's failed lines (all, or those named) and its reducer."""
+    with _ledger() as ledger:
+        order = _order(ledger, order_id)
+    known = {line.line_id: line for line in order.lines}
+    unknown = [line_id for line_id in line_ids if line_id not in known]
+    if unknown:
+        raise CliError(f"order {order_id!r} has no line {', '.join(map(repr, unknown))}")
+    run_id = order.run_id or run_id_for(order_id)
+    position = {line.line_id: index for index, line in enumerate(order.lines)}
+    with _airflow() as api:
+        states = {
+            ti["map_index"]: ti["state"] for ti in api.mapped_instances(DAG_ID, run_id, SHIP_TASK)
+        }
+        wanted = line_ids or list(known)
+        failed = [i for i in wanted if states.get(position[i]) == "failed"]
+        for line_id in line_ids:
+            if line_id not in failed:
+                print(
+                    f"line {line_id} is {states.get(position[line_id]) or 'not started'}: not retried"
+                )
+        # A line the ledger shows shipped is never cleared (it would not post again, but
+        # the promise is simpler): its task is marked success so the order can finalize.
+        shipped = [i for i in failed if known[i].state == "SHIPPED"]
+        to_clear = [i for i in failed if i not in shipped]
+        for line_id in shipped:
+            api.set_mapped_state(
+                DAG_ID,
+                run_id,
+                SHIP_TASK,
+                position[line_id],
+                "success",
+                note=f"shipped as {known[line_id].shipment_id} per the ledger",
+            )
+            print(f"line {line_id} had shipped as {known[line_id].shipment_id}: marked success")
+        if not failed:
+            print(f"order {order_id}: nothing to retry")
+            return EXIT_OK
+        api.clear_mapped(DAG_ID, run_id, SHIP_TASK, [position[i] for i in to_clear])
+        if shipped:
+            api.clear_tasks(DAG_ID, run_id, [REDUCER_TASK])
+    if to_clear:
+        print(f"order {order_id}: retrying line(s) {', '.join(to_clear)} and {REDUCER_TASK}")
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------- watch
+@dataclass(frozen=True)
+class Progress:
+    """Where an order stands, from the ledger and Airflow's task instances."""
+
+    order_id: str
+    state: str
+    counts: Counter[str]
+    retries: int
+    run_state: str | None
+    failing: list[tuple[str, str]]  # (line_id, last error) of lines failed or retrying
+    needs: list[str]  # what an operator should run, when the order needs one
+
+    def line(self) -> str:
+        """One line of text: the whole picture."""
+        parts = [f"{self.counts[k]} {k}" for k in _COUNT_ORDER if self.counts[k]]
+        text = f"order {self.order_id}: {self.state}; lines: {', '.join(parts) or 'none yet'}"
+        if self.retries:
+            text += f"; retries so far: {self.retries}"
+        if self.failing:
+            line_id, error = self.failing[0]
+            text += f"; line {line_id}: {error[:100]}"
+        return text
+
+
+_COUNT_ORDER = ("shipped", "cancelled", "running", "retrying", "waiting", "failed")
+_TI_BUCKET = {
+    "running": "running",
+    "queued": "running",
+    "scheduled": "waiting",
+    "up_for_retry": "retrying",
+    "up_for_reschedule": "waiting",
+    "deferred": "running",
+    "failed": "failed",
+    "upstream_failed": "failed",
+}
+
+
+def progress(order: Any, run: dict[str, Any] | None, instances: list[dict[str, Any]]) -> Progress:
+    """Combine the ledger's order and Airflow's run into a :class:`Progress`."""
+    ti_state = {ti["map_index"]: ti.get("state") for ti in instances}
+    counts: Counter[str] = Counter()
+    failing: list[tuple[str, str]] = []
+    needs: list[str] = []
+    failed_lines: list[Any] = []
+    for index, line in enumerate(order.lines):
+        if line.state in ("SHIPPED", "CANCELLED"):
+            counts[line.state.lower()] += 1
+            continue
+        bucket = _TI_BUCKET.get(str(ti_state.get(index)), "waiting")
+        counts[bucket] += 1
+        if bucket in ("failed", "retrying") and line.last_error:
+            failing.append((line.line_id, line.last_error))
+        if bucket == "failed":
+            failed_lines.append(line)
+    retries = sum(max(int(ti.get("try_number") or 0) - 1, 0) for ti in instances)
+    run_state = run.get("state") if run else None
+    if order.state == "REJECTED":
+        needs.append(
+            f"the order was rejected ({order.reason}); post a corrected order under a new order_id"
+        )
+    elif run_state == "failed" or failed_lines:
+        needs.extend(_commands_for(order.order_id, failed_lines))
+    return Progress(order.order_id, order.state, counts, retries, run_state, failing, needs)
+
+
+def _commands_for(order_id: str, failed: list[Any]) -> list[str]:
+    commands = []
+    outage = [line.line_id for line in failed if not _is_final(line.last_error)]
+    for line in failed:
+        error = line.last_error or ""
+        if error.startswith("ShipmentConflict"):
+            commands.append(f"shipping reconcile {order_id}")
+        elif _is_final(error):
+            commands.append(
+                f'shipping fix {order_id} --line {line.line_id} --sku NEW_SKU --reason "..."'
+                f'   or   shipping cancel {order_id} --line {line.line_id} --reason "..."'
+            )
+    if outage or not failed:
+        commands.append(f"shipping retry {order_id}")
+    return commands
+
+
+def _is_final(error: str | None) -> bool:
+    return bool(error) and str(error).split(":", 1)[0] in (*FINAL_ERRORS, "ShipmentConflict")
+
+
+def watch(
+    order_id: str,
+    *,
+    timeout: float,
+    poll: float = WATCH_POLL_S,
+    interactive: bool | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Follow an order until it is done (0), needs an operator (3) or the timeout (4)."""
+    interactive = sys.stdout.isatty() if interactive is None else interactive
+    deadline = clock() + timeout
+    run_id = run_id_for(order_id)
+    last = ""
+    live = _LiveView() if interactive else None
+    try:
+        with _ledger() as ledger, _airflow() as api:
+            while True:
+                order = ledger.get_order(order_id)
+                run = api.get_run(DAG_ID, order.run_id if order and order.run_id else run_id)
+                if order is None and run is None:
+                    raise CliError(f"unknown order {order_id!r}")
+                if order is not None:
+                    instances = (
+                        api.mapped_instances(DAG_ID, run["dag_run_id"], SHIP_TASK) if run else []
+                    )
+                    now = progress(order, run, instances)
+                    text = now.line()
+                    if live is not None:
+                        live.update(text)
+                    elif text != last:
+                        print(text, flush=True)
+                    last = text
+                    if now.state == "SHIPPED":
+                        _say(live, f"order {order_id} is SHIPPED")
+                        return EXIT_OK
+                    if now.needs:
+                        _say(live, f"order {order_id} needs an operator:")
+                        for command in now.needs:
+                            print(f"  {command}")
+                        return EXIT_OPERATOR
+                if clock() > deadline:
+                    _say(live, f"order {order_id}: still {last or 'waiting'} after {timeout:g} s")
+                    return EXIT_DRIFT_OR_TIMEOUT
+                time.sleep(poll)
+    finally:
+        if live is not None:
+            live.stop()
+
+
+def _say(live: _LiveView | None, message: str) -> None:
+    """End the live view (its last state stays in the plain message) and print."""
+    if live is not None:
+        live.stop()
+    print(message)
+
+
+class _LiveView:
+    """A one-line live view on a terminal (rich), redrawn in place."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self._live = Live("", console=Console(), refresh_per_second=4, transient=True)
+        self._live.start()
+
+    def update(self, text: str) -> None:
+        from rich.text import Text
+
+        self._live.update(Text(text))
+
+    def stop(self) -> None:
+        self._live.stop()
+
+
+# ------------------------------------------------------------ fix and cancel
+def amend(order_id: str, line_id: str, *, action: str, reason: str, **new: Any) -> int:
+    """Fix or cancel a failed line (ledger, warehouse check), then retry it."""
+    from shipping.amend import amend_line
+    from shipping.errors import AmendmentRefused
+    from shipping.ledger import Amendment
+
+    with _ledger() as ledger, _warehouse() as client:
+        _order(ledger, order_id)
+        try:
+            line = amend_line(
+                ledger,
+                client,
+                order_id=order_id,
+                line_id=line_id,
+                action=Amendment(action),
+                actor=_actor(),
+                reason=reason,
+                **new,
+            )
+        except OrderNotFound as exc:
+            raise CliError(str(exc)) from exc
+        except AmendmentRefused as exc:
+            raise CliError(f"refused: {exc}", EXIT_REFUSED) from exc
+    done = "cancelled" if action == "CANCEL" else f"fixed: now {line.sku} x{line.quantity}"
+    print(f"line {line_id} of order {order_id} {done}")
+    return retry(order_id, [line_id])
+
+
+def _actor() -> str:
+    return os.environ.get("SHIPPING_OPERATOR") or getpass.getuser()
+
+
+# ---------------------------------------------------------------- reconcile
+def reconcile(order_id: str | None, *, repair: bool, as_json: bool) -> int:
+    """Compare the ledger with the warehouse; 0 clean, 4 drift left."""
+    from shipping.reconcile import reconcile as run
+
+    with _ledger() as ledger, _warehouse() as client:
+        order_ids = [order_id] if order_id else ledger.order_ids()
+        try:
+            report = run(ledger, client, order_ids, fix=repair)
+        except OrderNotFound as exc:
+            raise CliError(f"unknown order {order_id!r}") from exc
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for item in report.repaired:
+            print(
+                f"repaired: order {item.order_id} line {item.line_id}: {item.change} "
+                f"({item.shipment_id})"
+            )
+        for drift in report.drift:
+            hint = " (repairable: --repair)" if drift.repairable else ""
+            print(
+                f"drift: order {drift.order_id} line {drift.line_id}: {drift.kind}: "
+                f"{drift.detail}{hint}"
+            )
+        verdict = "clean" if report.clean else f"{len(report.drift)} drift(s)"
+        print(f"{report.orders_checked} order(s) checked: {verdict}")
+    return EXIT_OK if report.clean else EXIT_DRIFT_OR_TIMEOUT
+
+
+# --------------------------------------------------------------------- main
+_EPILOG = {
+    "submit": "exit codes: 0 accepted or already accepted, 1 Airflow unreachable, 2 refused; "
+    "with --watch, those of watch",
+    "status": "exit codes: 0 shown, 1 unknown order or ledger unreachable",
+    "retry": "exit codes: 0 retried or nothing to retry, 1 unknown order or line, or "
+    "Airflow unreachable",
+    "watch": "exit codes: 0 done, 1 unknown order or unreachable, 3 needs an operator "
+    "(prints the command to run), 4 timeout",
+    "fix": "exit codes: 0 fixed and retried, 1 unknown order or line, or unreachable, "
+    "2 refused (with the reason)",
+    "cancel": "exit codes: 0 cancelled and retried, 1 unknown order or line, or unreachable, "
+    "2 refused (with the reason)",
+    "reconcile": "exit codes: 0 clean, 1 unknown order or unreachable, 4 drift found "
+    "(after --repair: drift left)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipping", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, epilog=_EPILOG[name])
+
+    p = command("submit", "post an order (a JSON file) to Airflow")
+    p.add_argument("order", type=Path, help="the order as JSON")
+    p.add_argument("--watch", action="store_true", help="then follow it (as `watch`)")
+    p.add_argument("--timeout", type=float, default=600.0, help="for --watch (default 600 s)")
+    p = command("status", "show an order, its lines, runs and corrections")
+    p.add_argument("order_id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = command("retry", "clear an order's failed lines and its reducer, so it finalizes")
+    p.add_argument("order_id")
+    p.add_argument(
+        "--line",
+        action="append",
+        default=[],
+        metavar="LINE_ID",
+        help="only this line (repeatable; default: every failed line)",
+    )
+    p = command("watch", "follow an order live until it is done or needs an operator")
+    p.add_argument("order_id")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    p = command("fix", "correct a failed line's SKU and/or quantity, then retry it")
+    p.add_argument("order_id")
+    p.add_argument("--line", required=True, metavar="LINE_ID")
+    p.add_argument("--sku")
+    p.add_argument("--quantity", type=int)
+    p.add_argument("--reason", required=True)
+    p = command("cancel", "cancel a failed line (never posted again), then let the order finalize")
+    p.add_argument("order_id")
+    p.add_argument("--line", required=True, metavar="LINE_ID")
+    p.add_argument("--reason", required=True)
+    p = command("reconcile", "compare the ledger with the warehouse")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("order_id", nargs="?")
+    target.add_argument("--all", action="store_true", help="every order in the ledger")
+    p.add_argument(
+        "--repair", action="store_true", help="adopt warehouse shipments into the ledger where safe"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "submit":
+        return submit(args.order, watch_timeout=args.timeout if args.watch else None)
+    if args.command == "status":
+        return status(args.order_id, as_json=args.json)
+    if args.command == "retry":
+        return retry(args.order_id, args.line)
+    if args.command == "watch":
+        return watch(args.order_id, timeout=args.timeout)
+    if args.command == "fix":
+        return amend(
+            args.order_id,
+            args.line,
+            action="FIX",
+            reason=args.reason,
+            sku=args.sku,
+            quantity=args.quantity,
+        )
+    if args.command == "cancel":
+        return amend(args.order_id, args.line, action="CANCEL", reason=args.reason)
+    return reconcile(args.order_id, repair=args.repair, as_json=args.json)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``shipping`` command."""
-    parser = argparse.ArgumentParser(prog="shipping", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_submit = sub.add_parser("submit", help="post an order (a JSON file) to Airflow")
-    p_submit.add_argument("order", type=Path, help="the order as JSON")
-    p_status = sub.add_parser("status", help="show an order and its lines")
-    p_status.add_argument("order_id")
-    p_status.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
-        if args.command == "submit":
-            return submit(args.order)
-        return status(args.order_id, as_json=args.json)
+        return _run(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
     except (SettingsError, AirflowApiError, requests.RequestException) as exc:
         print(f"error: Airflow: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except WarehouseError as exc:
+        print(f"error: warehouse: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     except sqlalchemy.exc.OperationalError as exc:
         print(f"error: cannot reach the ledger: {exc.orig}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except LedgerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
 
 

@@ -34,9 +34,11 @@ The ledger's failures, all final (see :mod:`shipping.ledger`)::
     ├── OrderRejected                the order is REJECTED (a business rule); it stays so
     ├── OrderNotFound                no such order, or no such line in it
     ├── OrderIncomplete              finalize: some lines are not shipped (names them)
-    └── ShipmentMismatch             a shipped line reported again under another shipment id
+    ├── ShipmentMismatch             a shipped line reported again under another shipment id
+    └── AmendmentRefused             an operator's fix or cancel is not allowed (says why)
 
     ConnectionConfigError            an Airflow Connection lacks a field or has the wrong type
+    DriftFound                       the ledger and the warehouse disagree (scheduled check)
 
 This module imports nothing heavy: the DAG names these classes in its retry policy, and
 every task process parses the DAG file.
@@ -50,12 +52,14 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "ConnectionConfigError",
+    "DriftFound",
     "LedgerError",
     "OrderConflict",
     "OrderIncomplete",
     "OrderNotFound",
     "OrderRejected",
     "ShipmentMismatch",
+    "AmendmentRefused",
     "IdempotencyInFlight",
     "RequestNotSent",
     "ShipmentConflict",
@@ -297,6 +301,40 @@ class ShipmentMismatch(LedgerError):
         return (
             f"line {self.line_id!r} of order {self.order_id!r} shipped as {self.recorded!r}, "
             f"now reported as {self.reported!r}"
+        )
+
+
+class AmendmentRefused(LedgerError):
+    """An operator's fix or cancel of a line is not allowed.
+
+    Attributes:
+        order_id: The order concerned.
+        line_id: The line concerned.
+        reason: Why not.
+    """
+
+    def __init__(self, order_id: str, line_id: str, reason: str) -> None:
+        super().__init__(order_id, line_id, reason)
+        self.order_id = order_id
+        self.line_id = line_id
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"line {self.line_id!r} of order {self.order_id!r}: {self.reason}"
+
+
+class DriftFound(Exception):
+    """The ledger and the warehouse disagree (the scheduled check fails with it)."""
+
+    def __init__(self, report_json: dict[str, Any]) -> None:
+        super().__init__(report_json)
+        self.report = report_json
+
+    def __str__(self) -> str:
+        orders = sorted({d["order_id"] for d in self.report["drift"]})
+        return (
+            f"{len(self.report['drift'])} drift(s) between the ledger and the warehouse in "
+            f"order(s) {', '.join(orders)}; run `shipping reconcile ORDER_ID` for each"
         )
 
 

@@ -8,8 +8,14 @@ SQLite (tests, local runs); :func:`create_schema` creates its tables.
 
 States::
 
-    order  RECEIVED -> SHIPPING -> SHIPPED, or REJECTED at once (a business rule failed)
-    line   PENDING or FAILED -> FAILED or SHIPPED; SHIPPED is never left
+    order  RECEIVED -> SHIPPING -> SHIPPED, or REJECTED at once (a business rule failed);
+           SHIPPED once every line is SHIPPED or CANCELLED
+    line   PENDING or FAILED -> FAILED or SHIPPED; SHIPPED is never left;
+           FAILED -> CANCELLED by an operator (never posted again)
+
+Operators amend a FAILED line that has no shipment: a fix changes its SKU and/or quantity
+(the line's task reads them when it runs again), a cancel makes it CANCELLED. Every
+amendment is kept in ``line_amendments``: who, when, why, old and new values.
 
 One run per order: the run that registers an order first owns it (``orders.owner_run_id``);
 any other run of the same content is a duplicate and ships nothing, a run with other
@@ -48,6 +54,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shipping.errors import (
+    AmendmentRefused,
     LedgerError,
     OrderConflict,
     OrderIncomplete,
@@ -58,6 +65,10 @@ from shipping.errors import (
 from shipping.order import Order, OrderLine, idempotency_key, run_id_for
 
 __all__ = [
+    "DONE_LINE_STATES",
+    "Amendment",
+    "AmendmentRecord",
+    "AmendmentRefused",
     "Finalization",
     "Ledger",
     "LedgerError",
@@ -76,6 +87,7 @@ __all__ = [
     "TryOutcome",
     "create_schema",
     "engine_from_url",
+    "line_amendments",
     "line_tries",
     "metadata",
     "order_lines",
@@ -103,6 +115,18 @@ class LineState(StrEnum):
     PENDING = "PENDING"
     SHIPPED = "SHIPPED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # by an operator; never posted again
+
+
+#: Line states that let an order finalize.
+DONE_LINE_STATES: Final = frozenset({LineState.SHIPPED, LineState.CANCELLED})
+
+
+class Amendment(StrEnum):
+    """What an operator did to a failed line."""
+
+    FIX = "FIX"
+    CANCEL = "CANCEL"
 
 
 class RunRole(StrEnum):
@@ -162,6 +186,37 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class AmendmentRecord:
+    """One fix or cancel of a line, as the ledger keeps it."""
+
+    line_id: str
+    action: Amendment
+    actor: str
+    reason: str
+    old_sku: str
+    old_quantity: int
+    new_sku: str | None
+    new_quantity: int | None
+    recorded_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The amendment in the JSON of ``shipping status --json``."""
+        return {
+            "line_id": self.line_id,
+            "action": self.action.value,
+            "by": self.actor,
+            "reason": self.reason,
+            "at": self.recorded_at.isoformat(),
+            "old": {"sku": self.old_sku, "quantity": self.old_quantity},
+            "new": (
+                None
+                if self.action is Amendment.CANCEL
+                else {"sku": self.new_sku, "quantity": self.new_quantity}
+            ),
+        }
+
+
+@dataclass(frozen=True)
 class OrderStatus:
     """An order and its lines (in registration order) as the ledger holds them.
 
@@ -174,6 +229,8 @@ class OrderStatus:
         run_id: The Airflow run that owns the order (None for an order recorded before
             runs were).
         other_runs: Other runs that presented the order: duplicates and refusals.
+        amendments: Operators' fixes and cancels of its lines, oldest first.
+        ship_to: Its address (None for a rejected order).
     """
 
     order_id: str
@@ -183,17 +240,26 @@ class OrderStatus:
     lines: tuple[LineStatus, ...]
     run_id: str | None = None
     other_runs: tuple[RunRecord, ...] = ()
+    amendments: tuple[AmendmentRecord, ...] = ()
+    ship_to: dict[str, Any] | None = None
+
+    def line(self, line_id: str) -> LineStatus | None:
+        """The line ``line_id``, or None."""
+        return next((line for line in self.lines if line.line_id == line_id), None)
 
     def to_json(self) -> dict[str, Any]:
         """The order in the JSON of ``shipping status --json`` (the contract of design.md,
-        plus ``reason``, ``run_id`` and ``other_runs``)."""
+        plus ``reason``, ``run_id``, ``other_runs``, ``cancelled_lines`` and
+        ``amendments``)."""
         return {
             "order_id": self.order_id,
             "state": self.state.value,
             "reason": self.reason,
             "run_id": self.run_id,
             "other_runs": [run.to_json() for run in self.other_runs],
+            "cancelled_lines": sum(1 for x in self.lines if x.state is LineState.CANCELLED),
             "lines": [line.to_json() for line in self.lines],
+            "amendments": [amendment.to_json() for amendment in self.amendments],
         }
 
 
@@ -351,6 +417,28 @@ line_tries: Final = sa.Table(
     sa.CheckConstraint("requests >= 0", name="requests_not_negative"),
 )
 
+line_amendments: Final = sa.Table(
+    "line_amendments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("line_id", sa.String(64), nullable=False),
+    sa.Column("action", _state_type(Amendment, "amendment"), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("old_sku", sa.String(64), nullable=False),
+    sa.Column("old_quantity", sa.Integer, nullable=False),
+    sa.Column("new_sku", sa.String(64), nullable=True),
+    sa.Column("new_quantity", sa.Integer, nullable=True),
+    sa.Column("recorded_at", _UTCDateTime, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["order_id", "line_id"],
+        [order_lines.c.order_id, order_lines.c.line_id],
+        ondelete="CASCADE",
+    ),
+    sa.Index(None, "order_id", "line_id"),
+)
+
 # Serializes concurrent create_schema calls on PostgreSQL (any constant shared by callers).
 _SCHEMA_LOCK_KEY: Final = 0x5348495050494E47  # "SHIPPING"
 
@@ -368,6 +456,22 @@ def create_schema(engine: sa.Engine) -> None:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
         metadata.create_all(conn, checkfirst=True)
         _add_missing_columns(conn)
+        if conn.dialect.name == "postgresql":
+            _refresh_checks(conn)
+
+
+def _refresh_checks(conn: sa.Connection) -> None:
+    """Re-create the CHECK constraints, so a state added by a later release is allowed.
+
+    (PostgreSQL only: SQLite cannot alter a constraint; its ledgers are for tests.)
+    """
+    for table in metadata.sorted_tables:
+        for constraint in table.constraints:
+            if isinstance(constraint, sa.CheckConstraint) and isinstance(constraint.name, str):
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {table.name} DROP CONSTRAINT IF EXISTS {constraint.name}"
+                )
+                conn.execute(sa.schema.AddConstraint(constraint))
 
 
 def _add_missing_columns(conn: sa.Connection) -> None:
@@ -753,7 +857,7 @@ class Ledger:
                 outcome=TryOutcome.FAILED,
                 error=error,
             )
-            if line.state is LineState.SHIPPED:
+            if line.state in DONE_LINE_STATES:
                 self._update_line(
                     conn,
                     line,
@@ -779,7 +883,8 @@ class Ledger:
         return status
 
     def finalize_order(self, order_id: str) -> Finalization:
-        """Make the order SHIPPED once every line is shipped; exactly one call transitions.
+        """Make the order SHIPPED once every line is shipped or cancelled; exactly one call
+        transitions.
 
         Args:
             order_id: The order's id.
@@ -790,7 +895,8 @@ class Ledger:
         Raises:
             OrderNotFound: No such order.
             OrderRejected: The order was rejected.
-            OrderIncomplete: Some lines are not shipped (named in the error).
+            OrderIncomplete: Some lines are neither shipped nor cancelled (named in the
+                error).
         """
         with self.engine.begin() as conn:
             order = self._lock_order(conn, order_id)
@@ -801,7 +907,7 @@ class Ledger:
                 .where(order_lines.c.order_id == order_id)
                 .order_by(order_lines.c.position)
             ).all()
-            missing = {r.line_id: r.state for r in states if r.state is not LineState.SHIPPED}
+            missing = {r.line_id: r.state for r in states if r.state not in DONE_LINE_STATES}
             if not states or missing:
                 raise OrderIncomplete(order_id, missing)
             now = self._now()
@@ -824,7 +930,117 @@ class Ledger:
             logger.info("order %s shipped: all %d lines", order_id, len(summary.lines))
         return Finalization(summary=summary, transitioned=transitioned)
 
+    def amend_line(
+        self,
+        *,
+        order_id: str,
+        line_id: str,
+        action: Amendment,
+        actor: str,
+        reason: str,
+        sku: str | None = None,
+        quantity: int | None = None,
+    ) -> LineStatus:
+        """Fix or cancel a FAILED line that has no shipment, and keep who, when and why.
+
+        A fix sets the line's SKU and/or quantity (its task reads them when it runs
+        again) and leaves it FAILED until then; a cancel makes it CANCELLED.
+
+        Args:
+            order_id: The order's id.
+            line_id: The line's id.
+            action: FIX or CANCEL.
+            actor: Who amends it.
+            reason: Why, for the audit trail (required).
+            sku: The new SKU (FIX).
+            quantity: The new quantity (FIX).
+
+        Returns:
+            The line after the call.
+
+        Raises:
+            OrderNotFound: No such order or line.
+            AmendmentRefused: The line is not FAILED, has a shipment, the order is not
+                open, the reason is empty, or a fix changes nothing.
+        """
+        if not reason.strip():
+            raise AmendmentRefused(order_id, line_id, "a reason is required")
+        if action is Amendment.FIX and sku is None and quantity is None:
+            raise AmendmentRefused(order_id, line_id, "a fix needs a new SKU or quantity")
+        if action is Amendment.CANCEL and (sku is not None or quantity is not None):
+            raise AmendmentRefused(order_id, line_id, "a cancel takes no SKU or quantity")
+        with self.engine.begin() as conn:
+            order = self._lock_order(conn, order_id)
+            line = self._lock_line(conn, order_id, line_id)
+            if order.state in (OrderState.SHIPPED, OrderState.REJECTED):
+                raise AmendmentRefused(order_id, line_id, f"the order is {order.state}")
+            if line.state is not LineState.FAILED or line.shipment_id is not None:
+                raise AmendmentRefused(
+                    order_id,
+                    line_id,
+                    f"the line is {line.state}"
+                    + (f" as {line.shipment_id}" if line.shipment_id else "")
+                    + "; only a FAILED line without a shipment can be amended",
+                )
+            new_sku = sku if sku is not None else line.sku
+            new_quantity = quantity if quantity is not None else line.quantity
+            if action is Amendment.FIX and (new_sku, new_quantity) == (line.sku, line.quantity):
+                raise AmendmentRefused(order_id, line_id, "the fix changes nothing")
+            now = self._now()
+            conn.execute(
+                sa.insert(line_amendments).values(
+                    order_id=order_id,
+                    line_id=line_id,
+                    action=action,
+                    actor=actor,
+                    reason=reason,
+                    old_sku=line.sku,
+                    old_quantity=line.quantity,
+                    new_sku=new_sku if action is Amendment.FIX else None,
+                    new_quantity=new_quantity if action is Amendment.FIX else None,
+                    recorded_at=now,
+                )
+            )
+            values: dict[str, Any] = {"updated_at": now}
+            if action is Amendment.FIX:
+                values.update(sku=new_sku, quantity=new_quantity)
+            else:
+                values.update(state=LineState.CANCELLED)
+            conn.execute(
+                sa.update(order_lines)
+                .where(order_lines.c.order_id == order_id, order_lines.c.line_id == line_id)
+                .values(**values)
+            )
+            status = self._read_line(conn, order_id, line_id)
+        logger.warning("order %s line %s: %s by %s (%s)", order_id, line_id, action, actor, reason)
+        return status
+
     # Reads.
+
+    def get_line(self, *, order_id: str, line_id: str) -> LineStatus:
+        """One line as the ledger holds it now (a fix may have changed its content).
+
+        Raises:
+            OrderNotFound: No such line.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(order_lines).where(
+                    order_lines.c.order_id == order_id, order_lines.c.line_id == line_id
+                )
+            ).one_or_none()
+        if row is None:
+            raise OrderNotFound(order_id, line_id)
+        return _line_status(row)
+
+    def order_ids(self) -> list[str]:
+        """Every order's id, oldest first."""
+        with self.engine.begin() as conn:
+            return list(
+                conn.execute(
+                    sa.select(orders.c.order_id).order_by(orders.c.created_at, orders.c.order_id)
+                ).scalars()
+            )
 
     def get_order(self, order_id: str) -> OrderStatus | None:
         """The order and its lines, or None if the ledger does not know it.
@@ -971,6 +1187,7 @@ class Ledger:
                 orders.c.reason,
                 orders.c.shipped_at,
                 orders.c.owner_run_id,
+                orders.c.ship_to,
             ).where(orders.c.order_id == order_id)
         ).one_or_none()
         if order is None:
@@ -979,6 +1196,11 @@ class Ledger:
             sa.select(order_lines)
             .where(order_lines.c.order_id == order_id)
             .order_by(order_lines.c.position)
+        ).all()
+        amendments = conn.execute(
+            sa.select(line_amendments)
+            .where(line_amendments.c.order_id == order_id)
+            .order_by(line_amendments.c.id)
         ).all()
         others = conn.execute(
             sa.select(order_runs.c.run_id, order_runs.c.role, order_runs.c.reason)
@@ -992,7 +1214,22 @@ class Ledger:
             shipped_at=order.shipped_at,
             lines=tuple(_line_status(row) for row in lines),
             run_id=order.owner_run_id,
+            ship_to=order.ship_to,
             other_runs=tuple(RunRecord(r.run_id, r.role, r.reason) for r in others),
+            amendments=tuple(
+                AmendmentRecord(
+                    line_id=a.line_id,
+                    action=a.action,
+                    actor=a.actor,
+                    reason=a.reason,
+                    old_sku=a.old_sku,
+                    old_quantity=a.old_quantity,
+                    new_sku=a.new_sku,
+                    new_quantity=a.new_quantity,
+                    recorded_at=a.recorded_at,
+                )
+                for a in amendments
+            ),
         )
 
 

@@ -231,6 +231,19 @@ def _lone_surrogates(value: object, where: str = "order") -> list[str]:
     return []
 
 
+_LINE_VALIDATOR: Final = jsonschema.Draft202012Validator(
+    ORDER_SCHEMA["properties"]["items"]["items"]
+)
+
+
+def line_errors(line: object) -> list[str]:
+    """Every schema violation of one order line (``{"line_id", "sku", "quantity"}``)."""
+    errors = sorted(
+        _LINE_VALIDATOR.iter_errors(line), key=lambda e: [str(p) for p in e.absolute_path]
+    )
+    return [_format_error(e).replace("order", "line", 1) for e in errors]
+
+
 def parse_order(doc: object) -> Order:
     """Validate an order document and build the typed model.
 

@@ -24,7 +24,7 @@ from shipping.errors import (
     ShipmentMismatch,
     WarehouseError,
 )
-from shipping.ledger import Ledger, LineState
+from shipping.ledger import Ledger, LineState, LineStatus
 from shipping.order import InvalidOrder, content_hash, idempotency_key, parse_order
 from shipping.warehouse import WarehouseClient
 
@@ -44,7 +44,8 @@ class LineResult(TypedDict):
 
     line_id: str
     sku: str
-    shipment_id: str
+    state: str  # SHIPPED, or CANCELLED by an operator
+    shipment_id: str | None
     replayed: bool
     attempts: int
 
@@ -151,10 +152,25 @@ def ship_line(
             final).
     """
     line_id = line["line_id"]
-    shipped = ledger.shipped_line(order_id=order_id, line_id=line_id)
-    if shipped is not None:
-        logger.info("line %s:%s already shipped as %s", order_id, line_id, shipped)
-        return _result(line, shipment_id=shipped, replayed=True, attempts=0)
+    # The ledger's line, not the XCom: an operator's fix changes its SKU or quantity.
+    recorded = ledger.get_line(order_id=order_id, line_id=line_id)
+    if recorded.state is LineState.SHIPPED:
+        logger.info("line %s:%s already shipped as %s", order_id, line_id, recorded.shipment_id)
+        return _result(recorded, shipment_id=recorded.shipment_id, replayed=True, attempts=0)
+    if recorded.state is LineState.CANCELLED:
+        logger.warning("line %s:%s was cancelled by an operator: not posted", order_id, line_id)
+        return _result(recorded, shipment_id=None, replayed=False, attempts=0)
+    if (recorded.sku, recorded.quantity) != (line["sku"], line["quantity"]):
+        logger.warning(
+            "line %s:%s was fixed by an operator: %s x%d (was %s x%d)",
+            order_id,
+            line_id,
+            recorded.sku,
+            recorded.quantity,
+            line["sku"],
+            line["quantity"],
+        )
+    line = {"line_id": line_id, "sku": recorded.sku, "quantity": recorded.quantity}
     try:
         found = client.find_shipment(order_id=order_id, line_id=line_id)
         if found is not None:
@@ -174,7 +190,8 @@ def ship_line(
         # A warehouse error (classified, final or not by its class) or a bug (retried by
         # Airflow like an outage): recorded on the line either way, then raised.
         requests = (exc.attempts if isinstance(exc, WarehouseError) else None) or 1
-        error = str(exc) if isinstance(exc, WarehouseError) else f"{type(exc).__name__}: {exc}"
+        # The class first: operators' tools tell a refusal from an outage by it.
+        error = f"{type(exc).__name__}: {exc}"
         ledger.record_failed(
             order_id=order_id,
             line_id=line_id,
@@ -183,7 +200,7 @@ def ship_line(
             error=error,
         )
         raise
-    ledger.record_shipped(
+    shipped = ledger.record_shipped(
         order_id=order_id,
         line_id=line_id,
         try_number=try_number,
@@ -198,7 +215,7 @@ def ship_line(
         requests,
         " (replayed)" if replayed else "",
     )
-    return _result(line, shipment_id=shipment_id, replayed=replayed, attempts=requests)
+    return _result(shipped, shipment_id=shipment_id, replayed=replayed, attempts=requests)
 
 
 def _check_same_line(
@@ -221,10 +238,13 @@ def _check_same_line(
         )
 
 
-def _result(line: LineWork, *, shipment_id: str, replayed: bool, attempts: int) -> LineResult:
+def _result(
+    line: LineStatus, *, shipment_id: str | None, replayed: bool, attempts: int
+) -> LineResult:
     return {
-        "line_id": line["line_id"],
-        "sku": line["sku"],
+        "line_id": line.line_id,
+        "sku": line.sku,
+        "state": line.state.value,
         "shipment_id": shipment_id,
         "replayed": replayed,
         "attempts": attempts,
@@ -232,7 +252,7 @@ def _result(line: LineWork, *, shipment_id: str, replayed: bool, attempts: int) 
 
 
 def finalize(ledger: Ledger, order_id: str, results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The reducer: mark the order ``SHIPPED`` once every line has a shipment.
+    """The reducer: mark the order ``SHIPPED`` once every line is shipped or cancelled.
 
     The ledger, not the XCom results, decides: it holds every line, including lines that
     shipped in an earlier run of the same order. The transition happens exactly once,
@@ -241,7 +261,7 @@ def finalize(ledger: Ledger, order_id: str, results: Iterable[Mapping[str, Any]]
     Raises:
         shipping.ledger.OrderIncomplete: A line has no shipment.
     """
-    reported = {r["line_id"]: r["shipment_id"] for r in results}
+    reported = {r["line_id"]: r["shipment_id"] for r in results if r.get("shipment_id")}
     recorded = ledger.get_order(order_id)
     for line in recorded.lines if recorded else ():
         if line.line_id in reported and reported[line.line_id] != line.shipment_id:

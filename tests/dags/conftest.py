@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,10 @@ def airflow_db() -> Iterator[Path]:
     )
     yield _HOME
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+def dag_bag() -> Any:
+    """The DAG folder parsed as Airflow's processes parse it (a bundle on ``sys.path``)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    return BundleDagBag(dag_folder=str(REPO / "dags"), bundle_path=REPO / "dags")

@@ -12,13 +12,12 @@ from shipping.order import ORDER_SCHEMA
 from shipping.settings import DAG_ID, WAREHOUSE_POOL
 from shipping.stack import BOOTSTRAP_POOLS
 from shipping.stack import PROJECT_ROOT as REPO
+from tests.dags.conftest import dag_bag
 
 
 @pytest.fixture(scope="module")
 def dagbag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags"))
+    return dag_bag()
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +80,17 @@ def test_dag_is_manual_only_and_documented(dag: Any) -> None:
     assert "Retry a failed line" in dag.doc_md
 
 
-def test_parsing_the_dag_file_does_not_import_the_task_code() -> None:
-    """Every task process re-parses the DAG file: the client and ledger load in tasks only."""
+@pytest.mark.parametrize(
+    "dag_file", ["order_intake.py", "amend_order_line.py", "reconcile_ledger.py"]
+)
+def test_parsing_a_dag_file_does_not_import_the_task_code(dag_file: str) -> None:
+    """Every task process re-parses its DAG file: the client and ledger load in tasks only."""
     probe = (
-        "import runpy, sys; runpy.run_path(sys.argv[1]); "
+        "import runpy, sys; sys.path.insert(0, sys.argv[2]); runpy.run_path(sys.argv[1]); "
         "print(sorted(m for m in sys.modules if m.startswith(('shipping.', 'tenacity'))))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe, str(REPO / "dags" / "order_intake.py")],
+        [sys.executable, "-c", probe, str(REPO / "dags" / dag_file), str(REPO / "dags")],
         capture_output=True,
         text=True,
         check=True,
@@ -96,3 +98,29 @@ def test_parsing_the_dag_file_does_not_import_the_task_code() -> None:
     loaded = result.stdout.strip().splitlines()[-1]
     for heavy in ("shipping.warehouse", "shipping.ledger", "shipping.pipeline"):
         assert heavy not in loaded
+
+
+def test_every_task_of_every_dag_retries_outages_and_fails_refusals_at_once(
+    dagbag: Any,
+) -> None:
+    """One retry policy for the whole project: final errors fail, outages retry."""
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            assert task.retries >= 1, (dag.dag_id, task.task_id)
+            assert task.retry_policy is not None, (dag.dag_id, task.task_id)
+
+
+def test_the_ledger_is_reconciled_hourly_without_catchup(dagbag: Any) -> None:
+    """reconcile_ledger runs every hour, once at a time, never for missed hours."""
+    dag = dagbag.dags["reconcile_ledger"]
+    assert dag.timetable.expression == "0 * * * *"
+    assert (dag.catchup, dag.max_active_runs) == (False, 1)
+
+
+def test_the_amend_form_asks_for_the_line_the_action_and_a_reason(dagbag: Any) -> None:
+    """amend_order_line's trigger form: what to amend, how, and why (required)."""
+    params = dagbag.dags["amend_order_line"].params
+    assert set(params.keys()) == {"order_id", "line_id", "action", "sku", "quantity", "reason"}
+    assert params.get_param("action").schema["enum"] == ["fix", "cancel"]
+    assert params["sku"] is None
+    assert params["quantity"] is None

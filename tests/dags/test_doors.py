@@ -27,8 +27,8 @@ from shipping.errors import OrderRejected
 from shipping.ledger import Ledger
 from shipping.order import ORDER_SCHEMA, InvalidOrder, parse_order
 from shipping.settings import DAG_ID
-from shipping.stack import PROJECT_ROOT
 from shipping.warehouse import WarehouseClient
+from tests.dags.conftest import dag_bag
 from warehouse_mock.testing import WarehouseHandle
 
 pytestmark = pytest.mark.postgres
@@ -99,10 +99,9 @@ def orders(draw: st.DrawFn) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def rest_door() -> Any:
     """The Params of order_intake as the API server holds them (the serialized DAG)."""
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.serialization.serialized_objects import DagSerialization
 
-    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags[DAG_ID]
+    dag = dag_bag().dags[DAG_ID]
     return DagSerialization.from_dict(DagSerialization.to_dict(dag)).params
 
 

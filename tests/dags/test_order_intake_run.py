@@ -15,7 +15,7 @@ from shipping.connections import ledger_connection, warehouse_connection
 from shipping.demo import sample_order
 from shipping.ledger import Ledger
 from shipping.settings import DAG_ID, LEDGER_CONN_ID, WAREHOUSE_CONN_ID
-from shipping.stack import PROJECT_ROOT
+from tests.dags.conftest import dag_bag
 
 pytestmark = pytest.mark.airflow
 
@@ -32,15 +32,13 @@ def ledger(postgres_url: str) -> Iterator[Ledger]:
 @pytest.fixture
 def dag(airflow_db: Any, warehouse: Any, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> Any:
     """order_intake with its connections pointing at the test warehouse and ledger."""
-    from airflow.dag_processing.dagbag import DagBag
-
     url = ledger.engine.url.render_as_string(hide_password=False)
     monkeypatch.setenv(f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}", json.dumps(ledger_connection(url)))
     monkeypatch.setenv(
         f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}",
         json.dumps(warehouse_connection(warehouse.base_url, warehouse.api_token)),
     )
-    return DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags[DAG_ID]
+    return dag_bag().dags[DAG_ID]
 
 
 def states(run: Any) -> Counter[tuple[str, str]]:

@@ -1,0 +1,69 @@
+"""Task defaults shared by every DAG of the project, and how tasks reach their resources.
+
+Light at import (every task process re-parses its DAG file): the ledger and the warehouse
+client are imported only when a task asks for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseHook, Param
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+
+from shipping.settings import LEDGER_CONN_ID, WAREHOUSE_CONN_ID
+
+# Final errors fail the task at once: retrying cannot fix a bad order, a refused line or
+# a refused correction, and every retry of a refusal would only repeat it. Everything
+# else (the warehouse or the ledger unreachable) falls through to the task's retries.
+FINAL_ERRORS = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=[
+                "shipping.errors.WarehouseRejected",
+                "shipping.errors.LedgerError",
+                "shipping.errors.ConnectionConfigError",
+                "shipping.errors.DriftFound",
+            ],
+            action=RetryAction.FAIL,
+            reason="final: the order, the line or the configuration must change first",
+        )
+    ]
+)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "shipping",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=5),
+    "retry_policy": FINAL_ERRORS,
+}
+
+
+def param(schema: dict[str, Any]) -> Param:
+    """A Param from a JSON schema.
+
+    Airflow 3.3.2 cannot deserialize a Param whose schema holds a "description" key
+    ("got multiple values for keyword argument 'description'"): it is passed beside.
+    """
+    body = {key: value for key, value in schema.items() if key != "description"}
+    return Param(schema=body, description=schema.get("description"))
+
+
+def ledger() -> Any:
+    """The ledger of the ``shipping_ledger`` connection."""
+    from shipping.connections import ledger_url
+    from shipping.ledger import Ledger
+
+    return Ledger.from_url(ledger_url(BaseHook.get_connection(LEDGER_CONN_ID)))
+
+
+@contextmanager
+def warehouse() -> Iterator[Any]:
+    """A warehouse client for the ``warehouse_api`` connection."""
+    from shipping.connections import warehouse_client
+
+    with warehouse_client(BaseHook.get_connection(WAREHOUSE_CONN_ID)) as client:
+        yield client
