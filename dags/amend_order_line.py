@@ -34,6 +34,8 @@ _LINE = ORDER_SCHEMA["properties"]["items"]["items"]["properties"]
     dag_id="amend_order_line",
     schedule=None,
     catchup=False,
+    # An operators' DAG is useful from the first minute: not paused like a new DAG.
+    is_paused_upon_creation=False,
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     params={

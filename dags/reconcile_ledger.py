@@ -26,6 +26,8 @@ from dag_support.defaults import DEFAULT_ARGS, ledger, warehouse
     schedule="@hourly",
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    # An operators' DAG is useful from the first minute: not paused like a new DAG.
+    is_paused_upon_creation=False,
     max_active_runs=1,
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,

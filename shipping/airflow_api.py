@@ -122,13 +122,14 @@ class AirflowClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send an authenticated request; log in again once if the token expired."""
+        extra = kwargs.pop("headers", None) or {}
         for fresh in (False, True):
             if self._token is None or fresh:
                 self._token = self._login()
             response = self.session.request(
                 method,
                 f"{self.base_url}/api/v2{path}",
-                headers={"Authorization": f"Bearer {self._token}"},
+                headers={**extra, "Authorization": f"Bearer {self._token}"},
                 timeout=self.timeout,
                 **kwargs,
             )
@@ -239,6 +240,22 @@ class AirflowClient:
             f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}",
             json={"new_state": state, "note": note[:1000]},
         )
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The text of one try's log (the events, one per line)."""
+        answer = self._json(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        content = answer.get("content", "")
+        if isinstance(content, list):
+            return "\n".join(
+                str(item.get("event", item)) if isinstance(item, dict) else str(item)
+                for item in content
+            )
+        return str(content)
 
     def wait_for_run(
         self,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from shipping.errors import AmendmentRefused
-from shipping.ledger import Amendment, Ledger, LineStatus
+from shipping.ledger import Amendment, Ledger, LineStatus, amendment_refusal
 from shipping.order import line_errors
 from shipping.warehouse import WarehouseClient
 
@@ -49,6 +49,9 @@ def amend_line(
         shipping.errors.WarehouseError: The warehouse cannot be asked.
     """
     line = ledger.get_line(order_id=order_id, line_id=line_id)
+    # The ledger's rule first (it says "SHIPPED as ..."), the warehouse's truth next.
+    if refusal := amendment_refusal(line.state, line.shipment_id):
+        raise AmendmentRefused(order_id, line_id, refusal)
     if action is Amendment.FIX:
         proposed = {
             "line_id": line_id,

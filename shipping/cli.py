@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import sys
 import time
@@ -263,8 +264,9 @@ def retry(order_id: str, line_ids: list[str]) -> int:
         if not failed:
             print(f"order {order_id}: nothing to retry")
             return EXIT_OK
-        api.clear_mapped(DAG_ID, run_id, SHIP_TASK, [position[i] for i in to_clear])
-        if shipped:
+        if to_clear:
+            api.clear_mapped(DAG_ID, run_id, SHIP_TASK, [position[i] for i in to_clear])
+        else:
             api.clear_tasks(DAG_ID, run_id, [REDUCER_TASK])
     if to_clear:
         print(f"order {order_id}: retrying line(s) {', '.join(to_clear)} and {REDUCER_TASK}")
@@ -587,6 +589,8 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``shipping`` command."""
     args = _parser().parse_args(argv)
+    # The command reports for itself; the libraries' own warnings would only repeat it.
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     try:
         return _run(args)
     except CliError as exc:

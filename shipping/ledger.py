@@ -66,6 +66,7 @@ from shipping.order import Order, OrderLine, idempotency_key, run_id_for
 
 __all__ = [
     "DONE_LINE_STATES",
+    "amendment_refusal",
     "Amendment",
     "AmendmentRecord",
     "AmendmentRefused",
@@ -120,6 +121,14 @@ class LineState(StrEnum):
 
 #: Line states that let an order finalize.
 DONE_LINE_STATES: Final = frozenset({LineState.SHIPPED, LineState.CANCELLED})
+
+
+def amendment_refusal(state: LineState, shipment_id: str | None) -> str | None:
+    """Why a line in ``state`` cannot be fixed or cancelled, or None if it can."""
+    if state is LineState.FAILED and shipment_id is None:
+        return None
+    shipped = f" as {shipment_id}" if shipment_id else ""
+    return f"the line is {state}{shipped}; only a FAILED line without a shipment can be amended"
 
 
 class Amendment(StrEnum):
@@ -974,14 +983,8 @@ class Ledger:
             line = self._lock_line(conn, order_id, line_id)
             if order.state in (OrderState.SHIPPED, OrderState.REJECTED):
                 raise AmendmentRefused(order_id, line_id, f"the order is {order.state}")
-            if line.state is not LineState.FAILED or line.shipment_id is not None:
-                raise AmendmentRefused(
-                    order_id,
-                    line_id,
-                    f"the line is {line.state}"
-                    + (f" as {line.shipment_id}" if line.shipment_id else "")
-                    + "; only a FAILED line without a shipment can be amended",
-                )
+            if refusal := amendment_refusal(line.state, line.shipment_id):
+                raise AmendmentRefused(order_id, line_id, refusal)
             new_sku = sku if sku is not None else line.sku
             new_quantity = quantity if quantity is not None else line.quantity
             if action is Amendment.FIX and (new_sku, new_quantity) == (line.sku, line.quantity):

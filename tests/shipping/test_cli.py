@@ -9,6 +9,7 @@ import pytest
 
 from shipping import cli
 from shipping.demo import sample_order
+from shipping.ledger import LineState, LineStatus, OrderState, OrderStatus
 
 
 def test_submit_refuses_an_invalid_order_before_calling_airflow(
@@ -119,3 +120,55 @@ def test_submit_says_when_airflow_cannot_be_reached(
     monkeypatch.setenv("AIRFLOW_ADMIN_PASSWORD", "some-password")
     assert cli.main(["submit", str(path)]) == cli.EXIT_NOT_FOUND
     assert "error: Airflow:" in capsys.readouterr().err
+
+
+def _line(line_id: str, state: str, error: str | None = None) -> LineStatus:
+    return LineStatus(line_id, "MUG", 1, LineState(state), 1, None, error)
+
+
+def _order(*lines: LineStatus, state: str = "SHIPPING") -> OrderStatus:
+    return OrderStatus("O-1", OrderState(state), None, None, tuple(lines), run_id="order-O-1")
+
+
+def test_progress_counts_each_line_by_the_ledger_and_its_task() -> None:
+    """Shipped from the ledger; running, retrying, waiting from Airflow; retries summed."""
+    order = _order(
+        _line("1", "SHIPPED"),
+        _line("2", "PENDING"),
+        _line("3", "FAILED", "WarehouseServerError: 503"),
+        _line("4", "PENDING"),
+    )
+    instances = [
+        {"map_index": 0, "state": "success", "try_number": 1},
+        {"map_index": 1, "state": "running", "try_number": 1},
+        {"map_index": 2, "state": "up_for_retry", "try_number": 3},
+        {"map_index": 3, "state": "scheduled", "try_number": 0},
+    ]
+    now = cli.progress(order, {"state": "running"}, instances)
+    assert now.counts == {"shipped": 1, "running": 1, "retrying": 1, "waiting": 1}
+    assert now.retries == 2
+    assert now.needs == []
+    assert "line 3: WarehouseServerError: 503" in now.line()
+
+
+@pytest.mark.parametrize(
+    ("error", "command"),
+    [
+        ("SkuRefused: 422", "shipping fix O-1 --line 2"),
+        ("SkuRefused: 422", "shipping cancel O-1 --line 2"),
+        ("ShipmentConflict: other sku", "shipping reconcile O-1"),
+        ("WarehouseServerError: 503 (after 6 attempts)", "shipping retry O-1"),
+    ],
+)
+def test_a_failed_line_names_the_command_that_resolves_it(error: str, command: str) -> None:
+    """A refusal asks for fix or cancel, a conflict for reconcile, an outage for retry."""
+    order = _order(_line("1", "SHIPPED"), _line("2", "FAILED", error))
+    instances = [{"map_index": 1, "state": "failed", "try_number": 1}]
+    now = cli.progress(order, {"state": "failed"}, instances)
+    assert any(command in needed for needed in now.needs)
+
+
+def test_a_rejected_order_needs_a_new_order() -> None:
+    """Nothing to retry: the operator is told to post a corrected order."""
+    now = cli.progress(_order(state="REJECTED"), {"state": "failed"}, [])
+    assert "new order_id" in now.needs[0]

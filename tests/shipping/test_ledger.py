@@ -14,6 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from shipping.ledger import (
+    Amendment,
+    AmendmentRefused,
     Finalization,
     Ledger,
     LedgerError,
@@ -142,7 +144,7 @@ def test_concurrent_create_schema_creates_the_tables_once(database_url: str) -> 
     tables = set(sa.inspect(engines[0]).get_table_names())
     for engine in engines:
         engine.dispose()
-    assert tables == {"orders", "order_lines", "line_tries", "order_runs"}
+    assert tables == {"orders", "order_lines", "line_tries", "order_runs", "line_amendments"}
 
 
 def test_register_returns_the_lines_and_stores_them_in_order(ledger: Ledger) -> None:
@@ -423,6 +425,7 @@ def test_get_order_json_has_exactly_the_status_contract(ledger: Ledger) -> None:
         "reason": None,
         "run_id": "order-ORD-1",
         "other_runs": [],
+        "cancelled_lines": 0,
         "lines": [
             {
                 "line_id": "1",
@@ -443,6 +446,7 @@ def test_get_order_json_has_exactly_the_status_contract(ledger: Ledger) -> None:
                 "last_error": "503",
             },
         ],
+        "amendments": [],
     }
 
 
@@ -533,3 +537,127 @@ def test_create_schema_adds_the_owner_column_to_an_older_ledger(ledger: Ledger) 
     ledger.create_schema()
     assert ledger.register_order(order, run_id="run-b").duplicate is False
     assert ledger.register_order(order, run_id="run-c").duplicate is True
+
+
+def fail_line(ledger: Ledger, line_id: str = "1") -> None:
+    """Record line ``line_id`` of ORD-1 as failed in try 1."""
+    ledger.record_failed(
+        order_id="ORD-1", line_id=line_id, try_number=1, requests=1, error="SkuRefused: no"
+    )
+
+
+def test_a_fix_changes_a_failed_lines_content_and_keeps_the_audit(ledger: Ledger) -> None:
+    """A fix sets the new SKU; who, why, old and new values are kept and shown."""
+    ledger.register_order(make_order("1", "2"))
+    fail_line(ledger)
+    line = ledger.amend_line(
+        order_id="ORD-1",
+        line_id="1",
+        action=Amendment.FIX,
+        actor="ada",
+        reason="SKU renamed",
+        sku="MUG-BLUE",
+    )
+    assert (line.sku, line.quantity, line.state) == ("MUG-BLUE", 2, LineState.FAILED)
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    [amendment] = status.to_json()["amendments"]
+    assert {k: amendment[k] for k in ("line_id", "action", "by", "reason", "old", "new")} == {
+        "line_id": "1",
+        "action": "FIX",
+        "by": "ada",
+        "reason": "SKU renamed",
+        "old": {"sku": "MUG-RED", "quantity": 2},
+        "new": {"sku": "MUG-BLUE", "quantity": 2},
+    }
+
+
+def test_a_cancelled_line_lets_the_order_finalize(ledger: Ledger) -> None:
+    """Every line shipped or cancelled: the order is SHIPPED and counts its cancelled lines."""
+    order = make_order("1", "2")
+    ledger.register_order(order)
+    ledger.record_shipped(order_id="ORD-1", line_id="2", try_number=1, requests=1, shipment_id="s")
+    fail_line(ledger)
+    ledger.amend_line(
+        order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="gone"
+    )
+    result = ledger.finalize_order("ORD-1")
+    assert result.transitioned
+    assert result.summary.to_json()["cancelled_lines"] == 1
+    assert [line.state for line in result.summary.lines] == [
+        LineState.CANCELLED,
+        LineState.SHIPPED,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setup", "kwargs", "message"),
+    [
+        ("pending", {"action": Amendment.CANCEL}, "PENDING"),
+        ("shipped", {"action": Amendment.CANCEL}, "SHIPPED as s-1"),
+        ("failed", {"action": Amendment.FIX}, "needs a new SKU or quantity"),
+        ("failed", {"action": Amendment.FIX, "sku": "MUG-RED"}, "changes nothing"),
+        ("failed", {"action": Amendment.CANCEL, "sku": "X"}, "takes no SKU"),
+        ("failed", {"action": Amendment.CANCEL, "reason": " "}, "a reason is required"),
+        ("cancelled", {"action": Amendment.CANCEL}, "CANCELLED"),
+    ],
+)
+def test_an_amendment_is_refused_unless_the_line_failed_without_a_shipment(
+    ledger: Ledger, setup: str, kwargs: dict[str, Any], message: str
+) -> None:
+    """Only a FAILED line with no shipment can be fixed or cancelled; nothing changes else."""
+    ledger.register_order(make_order("1"))
+    if setup == "shipped":
+        ledger.record_shipped(
+            order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="s-1"
+        )
+    if setup in ("failed", "cancelled"):
+        fail_line(ledger)
+    if setup == "cancelled":
+        ledger.amend_line(
+            order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="a", reason="r"
+        )
+    before = snapshot(ledger)
+    with pytest.raises(AmendmentRefused, match=message):
+        ledger.amend_line(
+            order_id="ORD-1", line_id="1", **{"actor": "ada", "reason": "why", **kwargs}
+        )
+    assert snapshot(ledger) == before
+
+
+def test_a_late_failure_never_reopens_a_cancelled_line(ledger: Ledger) -> None:
+    """A failure recorded after a cancel keeps the line CANCELLED."""
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    ledger.amend_line(order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="a", reason="r")
+    line = ledger.record_failed(
+        order_id="ORD-1", line_id="1", try_number=2, requests=1, error="late"
+    )
+    assert line.state is LineState.CANCELLED
+
+
+@pytest.mark.postgres
+def test_create_schema_lets_an_older_postgres_ledger_hold_cancelled_lines(
+    postgres_url: str,
+) -> None:
+    """A ledger whose CHECK constraint predates CANCELLED accepts it after create_schema."""
+    engine = sa.create_engine(postgres_url)
+    create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE order_lines DROP CONSTRAINT ck_order_lines_line_state"))
+        conn.execute(
+            sa.text(
+                "ALTER TABLE order_lines ADD CONSTRAINT ck_order_lines_line_state "
+                "CHECK (state IN ('PENDING', 'SHIPPED', 'FAILED'))"
+            )
+        )
+    create_schema(engine)
+    engine.dispose()
+    ledger = Ledger.from_url(postgres_url)
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    line = ledger.amend_line(
+        order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="a", reason="r"
+    )
+    ledger.dispose()
+    assert line.state is LineState.CANCELLED
