@@ -349,8 +349,8 @@ def _commands_for(order_id: str, failed: list[Any]) -> list[str]:
         elif _is_final(error):
             commands.append(
                 f'shipping fix {order_id} --line {line.line_id} --sku NEW_SKU --reason "..."'
-                f'   or   shipping cancel {order_id} --line {line.line_id} --reason "..."'
             )
+            commands.append(f'shipping cancel {order_id} --line {line.line_id} --reason "..."')
     if outage or not failed:
         commands.append(f"shipping retry {order_id}")
     return commands

@@ -222,3 +222,36 @@ def test_reconcile_finds_each_drift_and_repairs_only_what_is_safe(stack: LiveSta
     assert retried.returncode == 0, retried.stderr
     assert wait_until_done(stack, doc)["state"] == "SHIPPED"
     assert shipments(stack, doc) == Counter({"1": 1, "2": 1})
+
+
+def test_the_amend_dag_records_a_fix_and_a_cleared_line_ships_it(stack: LiveStack) -> None:
+    """The UI path over REST: amend_order_line's form, then a clear of the failed line."""
+    doc = failing_order(stack, 2, refused=[2])
+    run_id = f"amend-{uuid.uuid4().hex[:8]}"
+    form = {
+        "order_id": doc["order_id"],
+        "line_id": "2",
+        "action": "fix",
+        "sku": "TEE-L",
+        "quantity": None,
+        "reason": "renamed in the catalogue",
+    }
+    assert stack.api.trigger("amend_order_line", run_id, form).status is TriggerStatus.ACCEPTED
+    assert stack.api.wait_for_run("amend_order_line", run_id, timeout=RUN_TIMEOUT_S)["state"] == (
+        "success"
+    )
+    [amendment] = stack.status(doc["order_id"])["amendments"]
+    assert (amendment["by"], amendment["new"]["sku"]) == ("admin", "TEE-L")
+    # What the UI's clear dialog does, with Downstream selected.
+    stack.api.clear_mapped(DAG_ID, run_id_for(doc["order_id"]), "ship_item", [1])
+    assert wait_until_done(stack, doc)["state"] == "SHIPPED"
+    assert [
+        s["sku"] for s in stack.warehouse.list_shipments(doc["order_id"]) if s["line_id"] == "2"
+    ] == ["TEE-L"]
+    # A second correction of the now shipped line fails the amend run, final, saying why.
+    again = f"amend-{uuid.uuid4().hex[:8]}"
+    assert stack.api.trigger("amend_order_line", again, form).status is TriggerStatus.ACCEPTED
+    assert stack.api.wait_for_run("amend_order_line", again, timeout=RUN_TIMEOUT_S)["state"] == (
+        "failed"
+    )
+    assert "SHIPPED" in stack.api.task_log("amend_order_line", again, "amend_line", 1)
