@@ -1,57 +1,12 @@
-"""The ledger: the pipeline's own record of orders, their lines and every shipping try.
-
-Airflow runs tasks at least once, so every write here is an upsert under a unique key in
-one transaction per operation, and is safe to repeat: registering an order again changes
-nothing, recording the same Airflow try twice counts it once, a shipped line is never
-downgraded, and an order becomes ``SHIPPED`` exactly once. It runs on PostgreSQL and on
-SQLite (tests, local runs); :func:`create_schema` creates its tables.
-
-States::
-
-    order  RECEIVED -> SHIPPING -> SHIPPED, or REJECTED at once (a business rule failed);
-           SHIPPED once every line is SHIPPED or CANCELLED
-    line   PENDING or FAILED -> FAILED or SHIPPED; SHIPPED is never left;
-           FAILED -> CANCELLED by an operator (never posted again)
-
-Operators amend a FAILED line that has no shipment: a fix changes its SKU and/or quantity
-(the line's task reads them when it runs again), a cancel makes it CANCELLED. Every
-amendment is kept in ``line_amendments``: who, when, why, old and new values.
-
-One run per order: the run that registers an order first owns it (``orders.owner_run_id``);
-any other run of the same content is a duplicate and ships nothing, a run with other
-content under the same ``order_id`` is refused. ``order_runs`` keeps every run that
-presented the order, with its role and reason.
-
-A line's ``attempts`` is the number of warehouse requests made for it: the sum of the
-``requests`` of its tries (one row per Airflow try in ``line_tries``), recomputed in the
-transaction that records a try.
-
-Timestamps come from the database's clock, or from a clock injected into :class:`Ledger`;
-no decision depends on them.
-
-Exceptions (none is worth an immediate retry: the data must change first)::
-
-    LedgerError              base of every error raised here
-    ├── OrderConflict        the order_id holds other content, or its state forbids the change
-    ├── OrderRejected        the order was rejected; it stays rejected
-    ├── OrderNotFound        no such order, or no such line in it
-    ├── OrderIncomplete      finalize: some lines are not shipped yet (names them)
-    └── ShipmentMismatch     a shipped line reported again under another shipment id
-"""
+"""The ledger's repository: every write and read, one transaction each."""
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Final
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
 
 from shipping.errors import (
     AmendmentRefused,
@@ -62,508 +17,36 @@ from shipping.errors import (
     OrderRejected,
     ShipmentMismatch,
 )
-from shipping.order import Order, OrderLine, idempotency_key, run_id_for
-
-__all__ = [
-    "DONE_LINE_STATES",
-    "amendment_refusal",
-    "Amendment",
-    "AmendmentRecord",
-    "AmendmentRefused",
-    "Finalization",
-    "Ledger",
-    "LedgerError",
-    "LineState",
-    "LineStatus",
-    "OrderConflict",
-    "OrderIncomplete",
-    "OrderNotFound",
-    "OrderRejected",
-    "OrderState",
-    "OrderStatus",
-    "Registration",
-    "RunRecord",
-    "RunRole",
-    "ShipmentMismatch",
-    "TryOutcome",
-    "create_schema",
-    "engine_from_url",
-    "line_amendments",
-    "line_tries",
-    "metadata",
-    "order_lines",
-    "order_runs",
-    "orders",
-]
+from shipping.ledger.models import (
+    DONE_LINE_STATES,
+    Amendment,
+    AmendmentRecord,
+    Clock,
+    Finalization,
+    LineState,
+    LineStatus,
+    OrderState,
+    OrderStatus,
+    Registration,
+    RunRecord,
+    RunRole,
+    TryOutcome,
+    amendment_refusal,
+)
+from shipping.ledger.schema import (
+    UTCDateTime,
+    create_schema,
+    engine_from_url,
+    line_amendments,
+    line_tries,
+    order_lines,
+    order_runs,
+    orders,
+    upsert,
+)
+from shipping.order import Order, idempotency_key, run_id_for
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-class OrderState(StrEnum):
-    """Where an order stands."""
-
-    RECEIVED = "RECEIVED"
-    SHIPPING = "SHIPPING"
-    SHIPPED = "SHIPPED"
-    REJECTED = "REJECTED"
-
-
-class LineState(StrEnum):
-    """Where an order line stands."""
-
-    PENDING = "PENDING"
-    SHIPPED = "SHIPPED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"  # by an operator; never posted again
-
-
-#: Line states that let an order finalize.
-DONE_LINE_STATES: Final = frozenset({LineState.SHIPPED, LineState.CANCELLED})
-
-
-def amendment_refusal(state: LineState, shipment_id: str | None) -> str | None:
-    """Why a line in ``state`` cannot be fixed or cancelled, or None if it can."""
-    if state is LineState.FAILED and shipment_id is None:
-        return None
-    shipped = f" as {shipment_id}" if shipment_id else ""
-    return f"the line is {state}{shipped}; only a FAILED line without a shipment can be amended"
-
-
-class Amendment(StrEnum):
-    """What an operator did to a failed line."""
-
-    FIX = "FIX"
-    CANCEL = "CANCEL"
-
-
-class RunRole(StrEnum):
-    """What an Airflow run of an order turned out to be."""
-
-    OWNER = "OWNER"  # registered the order: its run ships the lines
-    DUPLICATE = "DUPLICATE"  # the same order again under another run id: does nothing
-    REFUSED = "REFUSED"  # other content under the order's id, or a rejected order
-
-
-class TryOutcome(StrEnum):
-    """How one Airflow try of a line ended."""
-
-    SHIPPED = "SHIPPED"
-    FAILED = "FAILED"
-
-
-# Read models.
-
-
-@dataclass(frozen=True)
-class LineStatus:
-    """One line as the ledger holds it."""
-
-    line_id: str
-    sku: str
-    quantity: int
-    state: LineState
-    attempts: int
-    shipment_id: str | None
-    last_error: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        """The line in the JSON of ``shipping status --json``."""
-        return {
-            "line_id": self.line_id,
-            "sku": self.sku,
-            "quantity": self.quantity,
-            "state": self.state.value,
-            "attempts": self.attempts,
-            "shipment_id": self.shipment_id,
-            "last_error": self.last_error,
-        }
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A run, other than the owner, that presented the order."""
-
-    run_id: str
-    role: RunRole
-    reason: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        """The run in the JSON of ``shipping status --json``."""
-        return {"run_id": self.run_id, "role": self.role.value, "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class AmendmentRecord:
-    """One fix or cancel of a line, as the ledger keeps it."""
-
-    line_id: str
-    action: Amendment
-    actor: str
-    reason: str
-    old_sku: str
-    old_quantity: int
-    new_sku: str | None
-    new_quantity: int | None
-    recorded_at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        """The amendment in the JSON of ``shipping status --json``."""
-        return {
-            "line_id": self.line_id,
-            "action": self.action.value,
-            "by": self.actor,
-            "reason": self.reason,
-            "at": self.recorded_at.isoformat(),
-            "old": {"sku": self.old_sku, "quantity": self.old_quantity},
-            "new": (
-                None
-                if self.action is Amendment.CANCEL
-                else {"sku": self.new_sku, "quantity": self.new_quantity}
-            ),
-        }
-
-
-@dataclass(frozen=True)
-class OrderStatus:
-    """An order and its lines (in registration order) as the ledger holds them.
-
-    Attributes:
-        order_id: The order's id.
-        state: The order's state.
-        reason: Why the order was rejected; None unless it was.
-        shipped_at: When the order became SHIPPED; None before.
-        lines: Its lines, in the order they were registered.
-        run_id: The Airflow run that owns the order (None for an order recorded before
-            runs were).
-        other_runs: Other runs that presented the order: duplicates and refusals.
-        amendments: Operators' fixes and cancels of its lines, oldest first.
-        ship_to: Its address (None for a rejected order).
-    """
-
-    order_id: str
-    state: OrderState
-    reason: str | None
-    shipped_at: datetime | None
-    lines: tuple[LineStatus, ...]
-    run_id: str | None = None
-    other_runs: tuple[RunRecord, ...] = ()
-    amendments: tuple[AmendmentRecord, ...] = ()
-    ship_to: dict[str, Any] | None = None
-
-    def line(self, line_id: str) -> LineStatus | None:
-        """The line ``line_id``, or None."""
-        return next((line for line in self.lines if line.line_id == line_id), None)
-
-    def to_json(self) -> dict[str, Any]:
-        """The order in the JSON of ``shipping status --json`` (the contract of design.md,
-        plus ``reason``, ``run_id``, ``other_runs``, ``cancelled_lines`` and
-        ``amendments``)."""
-        return {
-            "order_id": self.order_id,
-            "state": self.state.value,
-            "reason": self.reason,
-            "run_id": self.run_id,
-            "other_runs": [run.to_json() for run in self.other_runs],
-            "cancelled_lines": sum(1 for x in self.lines if x.state is LineState.CANCELLED),
-            "lines": [line.to_json() for line in self.lines],
-            "amendments": [amendment.to_json() for amendment in self.amendments],
-        }
-
-
-@dataclass(frozen=True)
-class Registration:
-    """What :meth:`Ledger.register_order` decided for a run.
-
-    Attributes:
-        lines: The lines this run ships: all of them for the owner run, none for a
-            duplicate.
-        owner_run_id: The run that owns the order.
-        duplicate: This run is not the owner: it must do nothing.
-    """
-
-    lines: list[OrderLine]
-    owner_run_id: str
-    duplicate: bool
-
-
-@dataclass(frozen=True)
-class Finalization:
-    """What :meth:`Ledger.finalize_order` did.
-
-    Attributes:
-        summary: The order after the call.
-        transitioned: True only for the one call that made the order SHIPPED.
-    """
-
-    summary: OrderStatus
-    transitioned: bool
-
-
-# Tables.
-
-
-class _UTCDateTime(sa.TypeDecorator[datetime]):
-    """An aware UTC datetime on every dialect (SQLite stores it naive, in UTC)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("the ledger's clock must return timezone-aware datetimes")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _state_type(enum: type[StrEnum], name: str) -> sa.Enum:
-    # VARCHAR plus a CHECK rather than a native PostgreSQL enum: adding a state later is
-    # then a plain constraint change on both dialects.
-    return sa.Enum(
-        enum,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        validate_strings=True,
-        values_callable=lambda members: [m.value for m in members],
-    )
-
-
-metadata: Final = sa.MetaData(
-    naming_convention={
-        "pk": "pk_%(table_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    }
-)
-
-_JSON: Final = sa.JSON(none_as_null=True).with_variant(
-    postgresql.JSONB(none_as_null=True), "postgresql"
-)
-
-orders: Final = sa.Table(
-    "orders",
-    metadata,
-    sa.Column("order_id", sa.String(64), primary_key=True),
-    sa.Column("customer_id", sa.String(64), nullable=False),
-    sa.Column("ship_to", _JSON, nullable=True),  # None for rejected orders
-    sa.Column("content_hash", sa.String(64), nullable=False),
-    sa.Column("state", _state_type(OrderState, "order_state"), nullable=False),
-    sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("created_at", _UTCDateTime, nullable=False),
-    sa.Column("updated_at", _UTCDateTime, nullable=False),
-    sa.Column("shipped_at", _UTCDateTime, nullable=True),
-    # Added after the first release: create_schema adds it to older databases.
-    sa.Column("owner_run_id", sa.String(250), nullable=True),
-)
-
-order_runs: Final = sa.Table(
-    "order_runs",
-    metadata,
-    sa.Column(
-        "order_id",
-        sa.String(64),
-        sa.ForeignKey(orders.c.order_id, ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("run_id", sa.String(250), primary_key=True),
-    sa.Column("role", _state_type(RunRole, "run_role"), nullable=False),
-    sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("recorded_at", _UTCDateTime, nullable=False),
-)
-
-order_lines: Final = sa.Table(
-    "order_lines",
-    metadata,
-    sa.Column(
-        "order_id",
-        sa.String(64),
-        sa.ForeignKey(orders.c.order_id, ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("line_id", sa.String(64), primary_key=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("sku", sa.String(64), nullable=False),
-    sa.Column("quantity", sa.Integer, nullable=False),
-    sa.Column("idempotency_key", sa.String(255), nullable=False, unique=True),
-    sa.Column("state", _state_type(LineState, "line_state"), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("shipment_id", sa.String(255), nullable=True),
-    sa.Column("last_error", sa.Text, nullable=True),
-    sa.Column("created_at", _UTCDateTime, nullable=False),
-    sa.Column("updated_at", _UTCDateTime, nullable=False),
-    sa.UniqueConstraint("order_id", "position"),
-    sa.CheckConstraint("quantity > 0", name="quantity_positive"),
-    sa.CheckConstraint("attempts >= 0", name="attempts_not_negative"),
-)
-
-line_tries: Final = sa.Table(
-    "line_tries",
-    metadata,
-    sa.Column("order_id", sa.String(64), primary_key=True),
-    sa.Column("line_id", sa.String(64), primary_key=True),
-    sa.Column("try_number", sa.Integer, primary_key=True),
-    sa.Column("requests", sa.Integer, nullable=False),
-    sa.Column("outcome", _state_type(TryOutcome, "try_outcome"), nullable=False),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("recorded_at", _UTCDateTime, nullable=False),
-    sa.ForeignKeyConstraint(
-        ["order_id", "line_id"],
-        [order_lines.c.order_id, order_lines.c.line_id],
-        ondelete="CASCADE",
-    ),
-    sa.CheckConstraint("requests >= 0", name="requests_not_negative"),
-)
-
-line_amendments: Final = sa.Table(
-    "line_amendments",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("order_id", sa.String(64), nullable=False),
-    sa.Column("line_id", sa.String(64), nullable=False),
-    sa.Column("action", _state_type(Amendment, "amendment"), nullable=False),
-    sa.Column("actor", sa.String(128), nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("old_sku", sa.String(64), nullable=False),
-    sa.Column("old_quantity", sa.Integer, nullable=False),
-    sa.Column("new_sku", sa.String(64), nullable=True),
-    sa.Column("new_quantity", sa.Integer, nullable=True),
-    sa.Column("recorded_at", _UTCDateTime, nullable=False),
-    sa.ForeignKeyConstraint(
-        ["order_id", "line_id"],
-        [order_lines.c.order_id, order_lines.c.line_id],
-        ondelete="CASCADE",
-    ),
-    sa.Index(None, "order_id", "line_id"),
-)
-
-# Serializes concurrent create_schema calls on PostgreSQL (any constant shared by callers).
-_SCHEMA_LOCK_KEY: Final = 0x5348495050494E47  # "SHIPPING"
-
-
-def create_schema(engine: sa.Engine) -> None:
-    """Create the ledger's tables that do not exist yet; safe to call again and concurrently.
-
-    Args:
-        engine: An engine on the ledger's database.
-    """
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # DDL is transactional on PostgreSQL: with the lock, racing callers see the
-            # tables created by the first one instead of failing on duplicate types.
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-        metadata.create_all(conn, checkfirst=True)
-        _add_missing_columns(conn)
-        if conn.dialect.name == "postgresql":
-            _refresh_checks(conn)
-
-
-def _refresh_checks(conn: sa.Connection) -> None:
-    """Re-create the CHECK constraints, so a state added by a later release is allowed.
-
-    (PostgreSQL only: SQLite cannot alter a constraint; its ledgers are for tests.)
-    """
-    for table in metadata.sorted_tables:
-        for constraint in table.constraints:
-            if isinstance(constraint, sa.CheckConstraint) and isinstance(constraint.name, str):
-                conn.exec_driver_sql(
-                    f"ALTER TABLE {table.name} DROP CONSTRAINT IF EXISTS {constraint.name}"
-                )
-                conn.execute(sa.schema.AddConstraint(constraint))
-
-
-def _add_missing_columns(conn: sa.Connection) -> None:
-    """Add the nullable columns that a database made by an older release lacks."""
-    inspector = sa.inspect(conn)
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            assert column.nullable, f"{table.name}.{column.name}: only nullable columns are added"
-            kind = column.type.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
-            logger.warning("ledger: added column %s.%s", table.name, column.name)
-
-
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy emit BEGIN itself (see _on_sqlite_begin) instead of pysqlite's own
-    # implicit, deferred transactions.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA foreign_keys = ON")
-        # WAL lets readers run beside the writer; NORMAL sync is durable enough with WAL.
-        # The mode belongs to the file and persists, so only the first connection sets it.
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            try:
-                cursor.execute("PRAGMA journal_mode = WAL")
-            except sqlite3.OperationalError:
-                # A new file with several first connections at once: another one is
-                # switching it; this connection follows the file's mode.
-                logger.debug("SQLite journal mode left to a concurrent connection")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-    finally:
-        cursor.close()
-
-
-def _on_sqlite_begin(conn: sa.Connection) -> None:
-    # Take the write lock at BEGIN: a deferred transaction that reads and then writes fails
-    # with SQLITE_BUSY at once when another writer got in between, without waiting.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def engine_from_url(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
-    """An engine for the ledger on a ``sqlite:///`` or ``postgresql+psycopg2://`` URL.
-
-    SQLite gets foreign keys, WAL and transactions that take the write lock up front, so
-    concurrent writers wait for each other (up to the busy timeout) instead of failing.
-
-    Args:
-        url: The database URL.
-        **kwargs: Passed on to :func:`sqlalchemy.create_engine`.
-
-    Raises:
-        ValueError: The URL names a database the ledger does not support.
-    """
-    parsed = sa.make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        # Wait up to 30 s for another writer's lock instead of failing at once.
-        kwargs["connect_args"] = {"timeout": 30, **kwargs.get("connect_args", {})}
-        engine = sa.create_engine(parsed, **kwargs)
-        event.listen(engine, "connect", _on_sqlite_connect)
-        event.listen(engine, "begin", _on_sqlite_begin)
-    elif backend == "postgresql":
-        kwargs.setdefault("pool_pre_ping", True)
-        engine = sa.create_engine(parsed, **kwargs)
-    else:
-        raise ValueError(
-            f"ledger database URL {parsed.render_as_string()!r}: "
-            f"unsupported backend {backend!r} (use sqlite or postgresql)"
-        )
-    return engine
-
-
-def _insert(conn: sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT that can say ON CONFLICT, in the dialect of ``conn``."""
-    name = conn.dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"the ledger runs on PostgreSQL and SQLite, not {name}")
 
 
 class Ledger:
@@ -594,8 +77,8 @@ class Ledger:
 
     def _now(self) -> sa.ColumnElement[datetime]:
         if self._clock is None:
-            return sa.func.now(type_=_UTCDateTime())
-        return sa.literal(self._clock(), _UTCDateTime())
+            return sa.func.now(type_=UTCDateTime())
+        return sa.literal(self._clock(), UTCDateTime())
 
     # Writes.
 
@@ -629,7 +112,7 @@ class Ledger:
         with self.engine.begin() as conn:
             now = self._now()
             inserted = conn.execute(
-                _insert(conn, orders)
+                upsert(conn, orders)
                 .values(
                     order_id=order.order_id,
                     customer_id=order.customer_id,
@@ -665,7 +148,7 @@ class Ledger:
             else:
                 self._record_run(conn, order.order_id, run_id, RunRole.OWNER, None)
                 conn.execute(
-                    _insert(conn, order_lines)
+                    upsert(conn, order_lines)
                     .values(state=LineState.PENDING, attempts=0, created_at=now, updated_at=now)
                     .on_conflict_do_nothing(
                         index_elements=[order_lines.c.order_id, order_lines.c.line_id]
@@ -710,7 +193,7 @@ class Ledger:
     ) -> None:
         # The first record of a run stays: a retry of the run says nothing new.
         conn.execute(
-            _insert(conn, order_runs)
+            upsert(conn, order_runs)
             .values(
                 order_id=order_id, run_id=run_id, role=role, reason=reason, recorded_at=self._now()
             )
@@ -749,7 +232,7 @@ class Ledger:
         with self.engine.begin() as conn:
             now = self._now()
             inserted = conn.execute(
-                _insert(conn, orders)
+                upsert(conn, orders)
                 .values(
                     order_id=order_id,
                     customer_id=customer_id,
@@ -1108,7 +591,7 @@ class Ledger:
     ) -> None:
         if try_number < 0 or requests < 0:
             raise ValueError(f"try_number {try_number} and requests {requests} must be >= 0")
-        stmt = _insert(conn, line_tries).values(
+        stmt = upsert(conn, line_tries).values(
             order_id=order_id,
             line_id=line_id,
             try_number=try_number,
