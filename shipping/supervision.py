@@ -94,7 +94,7 @@ class Supervisor:
         if self.pid() is None:
             return False
         try:
-            self._rpc().supervisor.getState()
+            self._call("getState")
         except (OSError, xmlrpc.client.Error):
             return False
         return True
@@ -134,9 +134,8 @@ class Supervisor:
         if pid is None:
             return False
         try:
-            rpc = self._rpc()
-            rpc.supervisor.stopAllProcesses(True)
-            rpc.supervisor.shutdown()
+            self._call("stopAllProcesses", True)
+            self._call("shutdown")
         except (OSError, xmlrpc.client.Error) as exc:
             logger.warning("supervisord did not answer (%s); killing it", exc)
             with contextlib.suppress(ProcessLookupError):
@@ -165,7 +164,7 @@ class Supervisor:
         """Every configured service with its state; empty when supervisord is down."""
         if not self.alive():
             return []
-        infos = cast(list[dict[str, Any]], self._rpc().supervisor.getAllProcessInfo())
+        infos = cast(list[dict[str, Any]], self._call("getAllProcessInfo"))
         result = []
         for info in infos:
             name = str(info["name"])
@@ -192,17 +191,30 @@ class Supervisor:
     def start(self, name: str) -> None:
         """Start one service (without waiting: the health waits tell when it is up)."""
         try:
-            self._rpc().supervisor.startProcess(name, False)
+            self._call("startProcess", name, False)
         except xmlrpc.client.Fault as fault:
             if "ALREADY_STARTED" not in fault.faultString:
                 raise SupervisorError(f"{name} did not start: {fault.faultString}") from None
 
-    def _rpc(self) -> Any:
+    def stop(self, name: str) -> None:
+        """Stop one service (with its process group); supervisord leaves it stopped."""
+        try:
+            self._call("stopProcess", name, True)
+        except xmlrpc.client.Fault as fault:
+            if "NOT_RUNNING" not in fault.faultString:
+                raise SupervisorError(f"{name} did not stop: {fault.faultString}") from None
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """One XML-RPC call on the control socket (``supervisor.<method>``)."""
         # A heavy import, only where supervisord is talked to.
         from supervisor.xmlrpc import SupervisorTransport
 
         transport = SupervisorTransport(None, None, serverurl=f"unix://{self.socket}")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        try:
+            proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+            return getattr(proxy.supervisor, method)(*args)
+        finally:
+            transport.close()
 
 
 def _alive(pid: int) -> bool:
@@ -272,8 +284,10 @@ def exec_service(
     except (OSError, ValueError):
         starts = 0
     counter.write_text(f"{starts + 1}\n")
-    if starts:
-        # supervisord (our parent) restarts us: the previous run died; its children may not.
+    if starts and os.getsid(0) == os.getppid():
+        # supervisord (our parent, the leader of our session) restarts us: the previous
+        # run died, its children may not have. Never sweep a session we do not lead through
+        # our parent (run by hand, the wrapper would otherwise sweep the caller's session).
         sweep_orphans(session=os.getsid(0), supervisor_pid=os.getppid())
     env = dict(os.environ)
     if env_file is not None:
