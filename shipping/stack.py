@@ -1,14 +1,21 @@
-"""The local stack: PostgreSQL, the warehouse and Airflow, started in the background.
+"""The local stack: PostgreSQL, the warehouse and Airflow, supervised in the background.
 
 ``python -m shipping.stack up|down|status`` (``make up``, ``make down``, ``make status``).
 
-``up`` starts, on 127.0.0.1 only: PostgreSQL (the server at ``SHIPPING_POSTGRES_URL``, else
-the embedded one of :mod:`shipping.localpg`), the warehouse service, and Airflow's
-api-server, scheduler, dag-processor and triggerer with the LocalExecutor. It migrates
-Airflow's database, creates the pool and hands Airflow its connections, makes
-``order_intake`` visible and unpaused, and returns only when everything is healthy.
-``down`` stops exactly what ``up`` started. State and logs live in one folder,
-``.stack/`` at the project root (``SHIPPING_STACK_DIR`` to move it).
+Every service is a program of one supervisord (:mod:`shipping.supervision`), which
+restarts it within seconds when it dies, without touching the others: the embedded
+PostgreSQL of :mod:`shipping.localpg` (unless ``SHIPPING_POSTGRES_URL`` names a server),
+the warehouse service, and Airflow's api-server, scheduler, dag-processor and triggerer
+with the LocalExecutor. This module decides what runs and how it is configured: the state
+file and credentials, supervisord's configuration, Airflow's settings (fast recovery of
+killed tasks, every listener on 127.0.0.1), the bootstrap (migrations, the pool, making
+``order_intake`` visible and unpaused) and the health waits.
+
+``up`` starts what is not running (everything on a fresh start, only the missing services
+on a half-running stack) and returns when everything is healthy; ``down`` stops
+everything and leaves no process behind; ``status`` shows each service's state, uptime
+and restarts. State and logs live in one folder, ``.stack/`` at the project root
+(``SHIPPING_STACK_DIR`` to move it).
 
 Credentials come from ``AIRFLOW_ADMIN_PASSWORD``, ``WAREHOUSE_API_TOKEN`` and
 ``WAREHOUSE_ADMIN_TOKEN`` when set; otherwise they are generated once, kept in the state
@@ -23,14 +30,15 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import requests
@@ -51,21 +59,34 @@ from shipping.settings import (
     WAREHOUSE_POOL_SLOTS,
     WAREHOUSE_PORT,
 )
+from shipping.supervision import UP_STATES, ServiceInfo, Supervisor, SupervisorError
 
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
-#: The services ``up`` starts, in start order, each with the command's arguments.
+#: The Airflow services ``up`` starts, in start order.
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 #: Pools the stack creates before the first run (a task in a missing pool never runs).
 BOOTSTRAP_POOLS: Mapping[str, int] = {WAREHOUSE_POOL: WAREHOUSE_POOL_SLOTS}
 START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
+#: Airflow's scheduler health check server (its own default port, moved with the stack).
+SCHEDULER_HEALTH_PORT = 8974
 
-
-#: Services this process started, by pid, so that `down` in the same process reaps them.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+#: Airflow settings for fast recovery (read in the 3.3.2 source). A task's supervisor
+#: heartbeats every 5 s (``[workers] min_heartbeat_interval``); after 30 s without one the
+#: scheduler (checking every 5 s) fails the instance and Airflow retries it, instead of
+#: after the default 300 s. Task instances queued or running under a scheduler that died
+#: are reset for a new try after at most 30 s more (``orphaned_tasks_check_interval``,
+#: default 300 s; a scheduler counts as dead 30 s after its last heartbeat,
+#: ``scheduler_health_check_threshold``).
+RECOVERY_SETTINGS: Mapping[str, str] = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "30",
+}
 
 
 class StackError(RuntimeError):
@@ -74,21 +95,30 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ports:
-    """The TCP ports the stack listens on (all on 127.0.0.1)."""
+    """The TCP ports the stack listens on (all on 127.0.0.1).
+
+    Airflow's log servers (8793, 8794) are not among them: they bind every interface
+    (hard-coded in 3.3.2), and on one machine the UI reads task logs from the shared log
+    folder, so the stack starts the scheduler and triggerer with ``--skip-serve-logs``.
+    """
 
     airflow: int = AIRFLOW_PORT
     warehouse: int = WAREHOUSE_PORT
-    # Airflow's log servers; the defaults (8793, 8794) would collide with a second stack.
-    worker_logs: int = 8793
-    triggerer_logs: int = 8794
+    # Moves with the Airflow port, so that two stacks do not collide.
+    scheduler_health: int = SCHEDULER_HEALTH_PORT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
         """Ports from ``SHIPPING_AIRFLOW_PORT`` / ``SHIPPING_WAREHOUSE_PORT`` (tests move them)."""
         airflow = _port(env, "SHIPPING_AIRFLOW_PORT", AIRFLOW_PORT)
         warehouse = _port(env, "SHIPPING_WAREHOUSE_PORT", WAREHOUSE_PORT)
-        shift = airflow - AIRFLOW_PORT
-        return cls(airflow, warehouse, 8793 + shift, 8794 + shift)
+        health = SCHEDULER_HEALTH_PORT + airflow - AIRFLOW_PORT
+        if not 1024 <= health <= 65535:
+            raise StackError(
+                f"SHIPPING_AIRFLOW_PORT={airflow} puts the scheduler's health check on "
+                f"{health}, outside 1024-65535; choose a port below {65535 - 894}"
+            )
+        return cls(airflow, warehouse, health)
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -112,11 +142,19 @@ class StackState:
     ledger_url: str
     postgres_url: str
     embedded_postgres: bool
+    #: Each service's pid when ``up`` last returned (``status`` asks supervisord for now).
     pids: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The state as JSON (it holds secrets: the file is written 0600)."""
         return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> StackState:
+        """Read a state file, ignoring keys this version does not know."""
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 def stack_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -130,7 +168,7 @@ def load_state(directory: Path | None = None) -> StackState | None:
     path = (directory or stack_dir()) / "state.json"
     if not path.exists():
         return None
-    return StackState(**json.loads(path.read_text()))
+    return StackState.from_json(path.read_text())
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -140,18 +178,90 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by us) counts as dead.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    return True
+@dataclass(frozen=True)
+class Program:
+    """One service as a supervisord program."""
+
+    name: str
+    argv: list[str]
+    env_file: Path | None = None
+    #: The system user to run as (the embedded PostgreSQL refuses root).
+    user: str | None = None
+    #: PostgreSQL's fast shutdown is SIGINT; everything else stops on SIGTERM.
+    stop_signal: str = "TERM"
+    #: Seconds a start must stay up to count as started.
+    start_s: int = 3
+
+
+def _ini(value: str) -> str:
+    # supervisord expands %(name)s in values: a literal % is %%.
+    return value.replace("%", "%%")
+
+
+def supervisord_config(directory: Path, logs: Path, programs: Sequence[Program]) -> str:
+    """supervisord's configuration for the stack in ``directory``.
+
+    The control socket is a Unix socket in ``directory`` (mode 0700, no TCP listener).
+    Every program runs through ``python -m shipping.supervision exec`` (start counting,
+    leftovers of a crashed predecessor swept, environment file, exec), restarts whenever
+    it dies, and is stopped together with its children (its process group). Programs do
+    not start with supervisord: ``up`` starts them in order, after the bootstrap.
+    """
+    supervisor = Supervisor(directory)
+    lines = [
+        "; Written by `python -m shipping.stack up`; changes are overwritten.",
+        "[supervisord]",
+        f"logfile={_ini(str(logs / 'supervisord.log'))}",
+        "logfile_maxbytes=10MB",
+        "logfile_backups=2",
+        f"pidfile={_ini(str(supervisor.pidfile))}",
+        f"directory={_ini(str(directory))}",
+        f"childlogdir={_ini(str(logs))}",
+        "identifier=shipping-stack",
+        "",
+        "[unix_http_server]",
+        f"file={_ini(str(supervisor.socket))}",
+        "chmod=0700",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{_ini(str(supervisor.socket))}",
+    ]
+    for program in programs:
+        wrapper = [
+            sys.executable,
+            "-m",
+            "shipping.supervision",
+            "exec",
+            "--run-dir",
+            str(supervisor.run_dir),
+        ]
+        if program.env_file is not None:
+            wrapper += ["--env-file", str(program.env_file)]
+        if program.user is not None:
+            wrapper += ["--user", program.user]
+        command = shlex.join([*wrapper, program.name, "--", *program.argv])
+        lines += [
+            "",
+            f"[program:{program.name}]",
+            f"command={_ini(command)}",
+            f"directory={_ini(str(directory))}",
+            "autostart=false",
+            "autorestart=true",
+            f"startsecs={program.start_s}",
+            "startretries=5",
+            f"stopsignal={program.stop_signal}",
+            "stopwaitsecs=20",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={_ini(str(logs / f'{program.name}.log'))}",
+            "stdout_logfile_maxbytes=20MB",
+            "stdout_logfile_backups=2",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def _port_open(port: int) -> bool:
@@ -161,7 +271,7 @@ def _port_open(port: int) -> bool:
 
 
 class Stack:
-    """Start and stop the local stack kept in one state folder."""
+    """Start, stop and inspect the local stack kept in one state folder."""
 
     def __init__(
         self,
@@ -176,54 +286,120 @@ class Stack:
         # Several stacks (a developer's and the tests') can share one PostgreSQL server.
         self.db_prefix = self.env.get("SHIPPING_DATABASE_PREFIX", "")
         self.echo = echo
+        self.supervisor = Supervisor(self.dir)
 
     # ----------------------------------------------------------------- queries
     def state(self) -> StackState | None:
         """The recorded state, or None if the stack was never started here."""
         return load_state(self.dir)
 
+    def services(self) -> list[ServiceInfo]:
+        """Each service as supervisord sees it; empty when supervisord is not running."""
+        return self.supervisor.services()
+
     def running(self) -> dict[str, bool]:
-        """Each recorded process and whether it is alive."""
-        state = self.state()
-        return {} if state is None else {n: _alive(p) for n, p in state.pids.items()}
+        """Each service and whether it runs; empty when the stack is not running."""
+        return {s.name: s.running for s in self.services()}
 
     # ---------------------------------------------------------------------- up
     def up(self) -> StackState:
-        """Start everything and return when it is healthy (or say it is already up).
+        """Start what is not running and return when everything is healthy.
+
+        On a stack that runs fully this only says so; on a half-running one it starts
+        just the missing services. If supervisord itself died, what it left running is
+        killed first and the stack starts afresh.
 
         Raises:
-            StackError: Something did not start; what was started is stopped again.
+            StackError: Something did not start (a fresh start is stopped again).
         """
-        alive = self.running()
-        if alive and all(alive.values()):
-            state = self.state()
-            assert state is not None
-            self.echo(f"The stack is already up: Airflow {state.airflow_url}")
-            return state
-        if alive:
-            self.echo("A previous stack is partly running; stopping it first.")
-            self.down()
-        for port in (self.ports.airflow, self.ports.warehouse):
+        state = self.state()
+        if state is not None and self.supervisor.alive():
+            return self._up_missing(state)
+        if swept := self.supervisor.sweep_dead():
+            self.echo(f"supervisord had died; stopped {len(swept)} process(es) it left behind.")
+        self._stop_legacy(state)
+        for port in (self.ports.airflow, self.ports.warehouse, self.ports.scheduler_health):
             if _port_open(port):
                 raise StackError(f"port {port} on {HOST} is already in use by another program")
-
         started = time.monotonic()
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
-            state = self._prepare()
+            state = self._up_fresh()
+        except BaseException:
+            self.echo(f"Start failed; logs are in {self.logs}")
+            self.down(quiet=True)
+            raise
+        self.echo(f"The stack is up ({time.monotonic() - started:.0f} s).\n{self.describe(state)}")
+        return state
+
+    def _up_fresh(self) -> StackState:
+        embedded = not self.env.get("SHIPPING_POSTGRES_URL")
+        pg = localpg.prepare(self.dir / "postgres") if embedded else None
+        programs = self._programs(pg)
+        _write_private(self.supervisor.config, supervisord_config(self.dir, self.logs, programs))
+        self.supervisor.start_daemon(self._base_env())
+        if pg is not None:
+            self.echo("Starting the project's own PostgreSQL ...")
+            self._start_postgres()
+        state = self._prepare(pg.url if pg is not None else None)
+        self._save(state)
+        env = self._airflow_env(state)
+        self._write_env_files(state)
+        self.echo("Migrating Airflow's database ...")
+        self._run(["airflow", "db", "migrate"], env, "airflow-migrate")
+        for pool, slots in BOOTSTRAP_POOLS.items():
+            self._run(
+                ["airflow", "pools", "set", pool, str(slots), "Calls to the warehouse API"],
+                env,
+                "airflow-pools",
+            )
+        self._run(["airflow", "dags", "reserialize"], env, "airflow-reserialize")
+        self.echo("Starting the warehouse and Airflow ...")
+        for name in ("warehouse", *AIRFLOW_COMPONENTS):
+            self.supervisor.start(name)
+        self._wait_healthy(state)
+        self._unpause(state)
+        state.pids = {s.name: s.pid for s in self.services()}
+        self._save(state)
+        return state
+
+    def _up_missing(self, state: StackState) -> StackState:
+        missing = [s.name for s in self.services() if s.state not in UP_STATES]
+        if not missing:
+            self._wait_healthy(state)
+            state.pids = {s.name: s.pid for s in self.services()}
             self._save(state)
-            env = self._airflow_env(state)
-            self.echo("Migrating Airflow's database ...")
-            self._run(["airflow", "db", "migrate"], env, "airflow-migrate")
-            for pool, slots in BOOTSTRAP_POOLS.items():
-                self._run(
-                    ["airflow", "pools", "set", pool, str(slots), "Calls to the warehouse API"],
-                    env,
-                    "airflow-pools",
-                )
-            self._run(["airflow", "dags", "reserialize"], env, "airflow-reserialize")
-            self.echo("Starting the warehouse and Airflow ...")
-            state.pids["warehouse"] = self._spawn(
+            self.echo(f"The stack is already up: Airflow {state.airflow_url}")
+            return state
+        self.echo(f"Starting what is not running: {', '.join(missing)} ...")
+        if "postgres" in missing:
+            self._start_postgres()
+            missing.remove("postgres")
+        for name in missing:
+            self.supervisor.start(name)
+        self._wait_healthy(state)
+        state.pids = {s.name: s.pid for s in self.services()}
+        self._save(state)
+        self.echo(f"The stack is up.\n{self.describe(state)}")
+        return state
+
+    def _start_postgres(self) -> None:
+        self.supervisor.start("postgres")
+        pgdata = self.dir / "postgres"
+        if not _wait_until(lambda: localpg.is_ready(pgdata), 60):
+            raise StackError(f"PostgreSQL is not ready; see {self.logs / 'postgres.log'}")
+
+    def _programs(self, pg: localpg.ServerCommand | None) -> list[Program]:
+        run = self.supervisor.run_dir
+        airflow = str(Path(sys.executable).parent / "airflow")
+        programs = []
+        if pg is not None:
+            programs.append(
+                Program("postgres", pg.argv, user=pg.user, stop_signal="INT", start_s=1)
+            )
+        programs.append(
+            Program(
+                "warehouse",
                 [
                     sys.executable,
                     "-m",
@@ -233,20 +409,26 @@ class Stack:
                     "--port",
                     str(self.ports.warehouse),
                 ],
-                self._warehouse_env(state),
-                "warehouse",
+                env_file=run / "warehouse.env.json",
             )
-            for component in AIRFLOW_COMPONENTS:
-                state.pids[component] = self._spawn(["airflow", component], env, component)
-            self._save(state)
-            self._wait_healthy(state)
-            self._unpause(state)
-        except BaseException:
-            self.echo(f"Start failed; logs are in {self.logs}")
-            self.down(quiet=True)
-            raise
-        self.echo(f"The stack is up ({time.monotonic() - started:.0f} s).\n{self.describe(state)}")
-        return state
+        )
+        for component in AIRFLOW_COMPONENTS:
+            argv = [airflow, component]
+            if component in ("scheduler", "triggerer"):
+                argv.append("--skip-serve-logs")  # its log server binds every interface
+            programs.append(Program(component, argv, env_file=run / "airflow.env.json"))
+        return programs
+
+    def _write_env_files(self, state: StackState) -> None:
+        """Each service's environment beyond supervisord's own, for the exec wrapper (0600)."""
+        base = self._base_env()
+        run = self.supervisor.run_dir
+        for name, env in (
+            ("warehouse", self._warehouse_env(state)),
+            ("airflow", self._airflow_env(state)),
+        ):
+            extra = {k: v for k, v in env.items() if base.get(k) != v}
+            _write_private(run / f"{name}.env.json", json.dumps(extra, indent=2))
 
     def describe(self, state: StackState) -> str:
         """Where the services are and where their credentials and logs are."""
@@ -261,8 +443,8 @@ class Stack:
             f"  Logs                {self.logs}"
         )
 
-    def _prepare(self) -> StackState:
-        """Credentials, PostgreSQL and its three databases, the ledger's tables."""
+    def _prepare(self, embedded_url: str | None) -> StackState:
+        """Credentials, the three databases and the ledger's tables."""
         previous = self.state()
         generated: list[str] = []
 
@@ -284,12 +466,7 @@ class Stack:
             "WAREHOUSE_ADMIN_TOKEN", previous.warehouse_admin_token if previous else None
         )
 
-        server = self.env.get("SHIPPING_POSTGRES_URL")
-        embedded = not server
-        if embedded:
-            self.echo("Starting the project's own PostgreSQL ...")
-            server = localpg.start(self.dir / "postgres", keep_running=True)
-        assert server is not None
+        server = embedded_url or self.env["SHIPPING_POSTGRES_URL"]
         for database in (AIRFLOW_DATABASE, LEDGER_DATABASE, WAREHOUSE_DATABASE):
             localpg.ensure_database(server, self.db_prefix + database)
         ledger_url = make_url(server).set(database=self.db_prefix + LEDGER_DATABASE)
@@ -315,7 +492,7 @@ class Stack:
             warehouse_admin_token=admin_token,
             ledger_url=ledger_url.render_as_string(hide_password=False),
             postgres_url=server,
-            embedded_postgres=embedded,
+            embedded_postgres=embedded_url is not None,
         )
 
     def _save(self, state: StackState) -> None:
@@ -367,11 +544,15 @@ class Stack:
                 "AIRFLOW__API__PORT": str(self.ports.airflow),
                 "AIRFLOW__API__BASE_URL": state.airflow_url,
                 "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports.worker_logs),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports.triggerer_logs),
+                # Task logs: the UI reads them from this folder (no log server, see Ports).
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "airflow"),
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
                 "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": HOST,
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(
+                    self.ports.scheduler_health
+                ),
+                **RECOVERY_SETTINGS,
                 f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}": json.dumps(
                     warehouse_connection(state.warehouse_url, state.warehouse_api_token)
                 ),
@@ -393,37 +574,28 @@ class Stack:
                 f"`{' '.join(argv)}` failed ({result.returncode}); {log} ends with:\n{_tail(log)}"
             )
 
-    def _spawn(self, argv: list[str], env: Mapping[str, str], name: str) -> int:
-        log = self.logs / f"{name}.log"
-        with log.open("ab") as out:
-            # A session of its own: `down` signals the whole group (LocalExecutor workers
-            # included) and nothing else; the process outlives this command.
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.dir,
-                start_new_session=True,
-            )
-        _CHILDREN[proc.pid] = proc
-        return proc.pid
-
     def _wait_healthy(self, state: StackState) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         pending = {"warehouse", "airflow"}
-        while pending:
-            for name, pid in state.pids.items():
-                if not _alive(pid):
-                    log = self.logs / f"{name}.log"
-                    raise StackError(f"{name} exited during start; {log} ends with:\n{_tail(log)}")
+        while True:
+            services = self.services()
+            if not services:
+                raise StackError(f"supervisord is not running; see {self.logs / 'supervisord.log'}")
+            for service in services:
+                if service.state == "FATAL":
+                    log = self.logs / f"{service.name}.log"
+                    raise StackError(
+                        f"{service.name} keeps exiting; {log} ends with:\n{_tail(log)}"
+                    )
             if "warehouse" in pending and _healthy(f"{state.warehouse_url}/healthz"):
                 pending.discard("warehouse")
             if "airflow" in pending and _airflow_healthy(state.airflow_url):
                 pending.discard("airflow")
+            if not pending and all(s.running for s in services):
+                return
             if time.monotonic() > deadline:
-                raise StackError(f"not healthy after {START_TIMEOUT_S:.0f} s: {sorted(pending)}")
+                down = sorted(pending | {s.name for s in services if not s.running})
+                raise StackError(f"not healthy after {START_TIMEOUT_S:.0f} s: {down}")
             time.sleep(1)
 
     def _unpause(self, state: StackState) -> None:
@@ -443,37 +615,77 @@ class Stack:
 
     # -------------------------------------------------------------------- down
     def down(self, *, quiet: bool = False) -> bool:
-        """Stop everything ``up`` started; return whether anything was running."""
+        """Stop every service and supervisord, leaving no process; return whether any ran."""
         state = self.state()
-        pids = state.pids if state else {}
-        stopped = _stop_groups(pids)
-        for pid in pids.values():
-            if (child := _CHILDREN.pop(pid, None)) is not None:
-                child.wait()  # reap our own child (a `make up` process has long exited)
-        # The embedded server is ours whenever it runs, even if `up` failed before it
-        # could record its state.
+        stopped = [s.name for s in self.services() if s.state in UP_STATES]
+        if not self.supervisor.shutdown() and self.supervisor.sweep_dead():
+            stopped.append("leftovers of a dead supervisord")
+        stopped += self._stop_legacy(state)
+        # An embedded server started outside supervisord (an older stack, or by hand).
         if (self.dir / "postgres").exists() and localpg.stop(self.dir / "postgres"):
             stopped.append("postgres")
         if state is not None:
             state.pids.clear()
             self._save(state)
-        for port in (self.ports.airflow, self.ports.warehouse):
+        for port in (self.ports.airflow, self.ports.warehouse, self.ports.scheduler_health):
             _wait_until(lambda p=port: not _port_open(p), STOP_TIMEOUT_S)  # type: ignore[misc]
         if not quiet:
             self.echo(f"Stopped: {', '.join(stopped)}." if stopped else "Nothing was running.")
         return bool(stopped)
 
+    def _stop_legacy(self, state: StackState | None) -> list[str]:
+        """Stop the process groups of a stack started before supervisord ran it."""
+        if state is None or not state.pids or self.supervisor.config.exists():
+            return []
+        stopped = []
+        for name, pid in state.pids.items():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+                stopped.append(name)
+        if stopped and not _wait_until(
+            lambda: not any(_group_alive(p) for p in state.pids.values()), STOP_TIMEOUT_S
+        ):
+            for pid in state.pids.values():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        state.pids.clear()
+        self._save(state)
+        return stopped
+
     def status(self) -> int:
-        """Print each process and whether it runs; 0 when all run."""
-        running = self.running()
+        """Print each service's state, pid, uptime and restarts; 0 when all run."""
         state = self.state()
-        if not running or state is None:
-            self.echo("The stack is not running.")
+        services = self.services()
+        if state is None or not services:
+            self.echo("The stack is not running (supervisord is down).")
             return 1
-        for name, ok in running.items():
-            self.echo(f"  {name:<14} {'running' if ok else 'STOPPED'}")
+        self.echo(f"  {'service':<14} {'state':<9} {'pid':>7}  {'uptime':>9}  restarts")
+        for s in services:
+            uptime = _duration(s.uptime_s) if s.running else "-"
+            pid = str(s.pid) if s.pid else "-"
+            self.echo(f"  {s.name:<14} {s.state:<9} {pid:>7}  {uptime:>9}  {s.restarts}")
+        self.echo(
+            f"  supervisord    pid {self.supervisor.pid()}, "
+            f"control: supervisorctl -c {self.supervisor.config}"
+        )
         self.echo(self.describe(state))
-        return 0 if all(running.values()) else 1
+        return 0 if all(s.running for s in services) else 1
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _tail(log: Path, lines: int = 15) -> str:
@@ -511,33 +723,6 @@ def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def _stop_groups(pids: Mapping[str, int]) -> list[str]:
-    """SIGTERM each process group, then SIGKILL what is left after a grace period."""
-    stopped = []
-    for name, pid in reversed(list(pids.items())):
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            stopped.append(name)
-    for name, pid in pids.items():
-        if not _wait_until(lambda p=pid: not _group_alive(p), STOP_TIMEOUT_S):  # type: ignore[misc]
-            logger.warning("%s did not stop in %.0f s; killing it", name, STOP_TIMEOUT_S)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-    return stopped
-
-
-def _group_alive(pgid: int) -> bool:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[2]) == pgid and stat[0] != "Z":
-                return True
-    return False
-
-
 @contextlib.contextmanager
 def running_stack(stack: Stack) -> Iterator[StackState]:
     """Start ``stack`` unless it runs, and stop it afterwards only if this started it."""
@@ -569,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(stack.dir, ignore_errors=True)
         else:
             return stack.status()
-    except StackError as exc:
+    except (StackError, SupervisorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

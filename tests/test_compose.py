@@ -615,3 +615,18 @@ def test_compose_and_the_local_stack_agree_on_the_executor_and_users(tmp_path: P
         assert local[setting] == compose[setting]
     for setting in ("AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"):
         assert local[setting].lower() == compose[setting].lower() == "false"
+
+
+def _recovery_settings() -> list[str]:
+    from shipping.stack import RECOVERY_SETTINGS
+
+    return sorted(RECOVERY_SETTINGS)
+
+
+@pytest.mark.parametrize("setting", _recovery_settings())
+def test_compose_recovers_killed_tasks_as_fast_as_the_local_stack(
+    tmp_path: Path, setting: str
+) -> None:
+    """The heartbeat timeout and orphan checks are the same in compose and `make up`."""
+    local = _local_stack_airflow_env(tmp_path)
+    assert local[setting] == _environment(COMPOSE["services"]["airflow-scheduler"])[setting]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -43,9 +44,15 @@ def _free(port: int) -> bool:
 
 
 def _free_airflow_port() -> int:
-    """A port p with p, p+1 and Airflow's two log-server ports (p+713, p+714) free."""
-    for base in range(18080, 19000, 10):
-        if all(_free(p) for p in (base, base + 1, base + 713, base + 714)):
+    """A port p with p, p+1 and the scheduler's health check port (p+894) free.
+
+    Tried in random order: a second test session on the machine (another checkout) must
+    not take the ports this one's stack frees while a lifecycle test restarts it.
+    """
+    bases = list(range(18080, 19000, 10))
+    random.shuffle(bases)
+    for base in bases:
+        if all(_free(p) for p in (base, base + 1, base + 894)):
             return base
     raise RuntimeError("no free ports for the test stack")
 

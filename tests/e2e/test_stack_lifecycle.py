@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 
+import psutil
 import pytest
 
 from shipping.settings import DAG_ID
@@ -20,10 +23,44 @@ def listening(port: int) -> bool:
 
 def test_up_twice_says_it_is_already_up(stack: LiveStack) -> None:
     """A second `up` changes nothing and says so."""
+    before = {s.name: s.pid for s in Stack(env=stack.env, echo=lambda _: None).services()}
     said: list[str] = []
     state = Stack(env=stack.env, echo=said.append).up()
-    assert state.pids == stack.state.pids
+    assert state.pids == before
     assert said == [f"The stack is already up: Airflow {stack.state.airflow_url}"]
+
+
+def test_status_shows_every_service_running(stack: LiveStack) -> None:
+    """`status` lists each service with state, pid, uptime and restarts, and exits 0."""
+    said: list[str] = []
+    assert Stack(env=stack.env, echo=said.append).status() == 0
+    services = {"warehouse", "api-server", "scheduler", "dag-processor", "triggerer"}
+    assert said[0].split() == ["service", "state", "pid", "uptime", "restarts"]
+    rows = {line.split()[0]: line.split() for line in said[1 : 1 + len(services)]}
+    assert set(rows) == services
+    assert all(row[1] == "RUNNING" and row[4].isdigit() for row in rows.values())
+
+
+def test_up_after_supervisord_died_restarts_it_and_leaves_no_orphan(stack: LiveStack) -> None:
+    """kill -9 of supervisord: `up` kills what it left running and starts everything anew."""
+    lifecycle = Stack(env=stack.env, echo=lambda _: None)
+    old = lifecycle.supervisor.pid()
+    assert old is not None
+    old_services = {s.pid for s in lifecycle.services()}
+    os.kill(old, signal.SIGKILL)
+    lifecycle.up()
+    assert lifecycle.supervisor.pid() not in (None, old)
+    assert all(lifecycle.running().values())
+    assert not any(psutil.pid_exists(pid) for pid in old_services)
+    assert not [p.pid for p in psutil.process_iter() if _session(p.pid) == old]
+    assert stack.warehouse.health()
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
 
 
 def test_the_pool_and_an_unpaused_dag_exist_after_up(stack: LiveStack) -> None:

@@ -1,0 +1,197 @@
+"""Self-healing on the session's stack: kill -9 a service or a task mid-order, it comes back.
+
+Each test keeps an order running (the warehouse's ``latency_ms`` fault), kills one
+process with SIGKILL, and checks what happened: the process came back by itself, the
+other services were not touched, and the order completed with exactly one warehouse
+shipment per line. How long recovery took is recorded as a test property (see the
+README's runbook), not asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from shipping.demo import sample_order
+from shipping.order import run_id_for
+from shipping.settings import DAG_ID
+from shipping.stack import Stack
+from shipping.supervision import ServiceInfo
+from tests.e2e.conftest import LiveStack
+
+pytestmark = pytest.mark.e2e
+RUN_TIMEOUT_S = 400
+LATENCY_MS = 5000
+
+
+def services(stack: LiveStack) -> dict[str, ServiceInfo]:
+    return {s.name: s for s in Stack(env=stack.env, echo=lambda _: None).services()}
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.25)
+    return result
+
+
+def start_slow_order(stack: LiveStack, lines: int) -> dict[str, Any]:
+    """Post an order whose warehouse calls each take LATENCY_MS; return it once a line runs."""
+    stack.admin.set_faults(latency_ms=LATENCY_MS)
+    doc = sample_order(f"HEAL-{uuid.uuid4().hex[:10]}", lines)
+    stack.api.trigger(DAG_ID, run_id_for(doc["order_id"]), doc)
+    wait_for(lambda: running_lines(stack, doc), 120, "a running ship_item")
+    return doc
+
+
+def running_lines(stack: LiveStack, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    instances = stack.api.mapped_instances(DAG_ID, run_id_for(doc["order_id"]), "ship_item")
+    return [ti for ti in instances if ti["state"] == "running" and ti.get("pid")]
+
+
+def assert_completed_once(stack: LiveStack, doc: dict[str, Any]) -> None:
+    run = stack.api.wait_for_run(DAG_ID, run_id_for(doc["order_id"]), timeout=RUN_TIMEOUT_S)
+    assert run["state"] == "success"
+    shipped = Counter(s["line_id"] for s in stack.warehouse.list_shipments(doc["order_id"]))
+    assert shipped == Counter({item["line_id"]: 1 for item in doc["items"]})
+    assert stack.status(doc["order_id"])["state"] == "SHIPPED"
+
+
+def kill_service(stack: LiveStack, name: str) -> tuple[ServiceInfo, dict[str, ServiceInfo]]:
+    before = services(stack)
+    os.kill(before[name].pid, signal.SIGKILL)
+    return before[name], before
+
+
+def assert_others_untouched(
+    stack: LiveStack, name: str, before: dict[str, ServiceInfo], *, also: tuple[str, ...] = ()
+) -> None:
+    after = services(stack)
+    for other, info in before.items():
+        if other != name and other not in also:
+            assert after[other].pid == info.pid, f"{other} was restarted"
+
+
+def test_a_killed_task_process_runs_its_line_again(
+    stack: LiveStack, record_property: Callable[[str, object], None]
+) -> None:
+    """kill -9 of a running ship_item (task and its supervisor): the line runs again, once."""
+    doc = start_slow_order(stack, 3)
+    victim = running_lines(stack, doc)[0]
+    task = psutil.Process(victim["pid"])
+    parent = task.parent()
+    assert parent is not None
+    killed_at = time.monotonic()
+    for proc in (parent, task):
+        proc.kill()
+    stack.admin.reset_faults()
+
+    def running_again() -> bool:
+        for ti in stack.api.mapped_instances(DAG_ID, run_id_for(doc["order_id"]), "ship_item"):
+            if ti["map_index"] == victim["map_index"]:
+                return bool(
+                    ti["try_number"] > victim["try_number"]
+                    and ti["state"] in ("running", "success")
+                )
+        return False
+
+    wait_for(running_again, RUN_TIMEOUT_S, "the killed line to run again")
+    record_property("task_kill_to_line_running_s", round(time.monotonic() - killed_at, 1))
+    assert_completed_once(stack, doc)
+
+
+def test_a_killed_scheduler_comes_back_and_the_order_completes_once(
+    stack: LiveStack, record_property: Callable[[str, object], None]
+) -> None:
+    """kill -9 of the scheduler mid-order: supervisord restarts it alone; one shipment per line."""
+    doc = start_slow_order(stack, 4)
+    old, before = kill_service(stack, "scheduler")
+    killed_at, killed_wall = time.monotonic(), datetime.now().astimezone()
+    stack.admin.reset_faults()
+    new = wait_for(
+        lambda: (s := services(stack)["scheduler"]).running and s.pid != old.pid and s,
+        60,
+        "a new scheduler process",
+    )
+    record_property("scheduler_kill_to_process_s", round(time.monotonic() - killed_at, 1))
+
+    def heartbeat_after_kill() -> bool:
+        health = requests.get(f"{stack.state.airflow_url}/api/v2/monitor/health", timeout=5).json()
+        beat = (health.get("scheduler") or {}).get("latest_scheduler_heartbeat")
+        return bool(beat) and datetime.fromisoformat(beat) > killed_wall
+
+    wait_for(heartbeat_after_kill, 120, "a heartbeat of the new scheduler")
+    record_property("scheduler_kill_to_heartbeat_s", round(time.monotonic() - killed_at, 1))
+    assert new.restarts >= 1
+    assert_others_untouched(stack, "scheduler", before)
+    # What the dead scheduler started (its LocalExecutor workers) is gone with it.
+    with pytest.raises(ProcessLookupError):
+        os.killpg(old.pid, 0)
+    assert_completed_once(stack, doc)
+
+
+def test_a_killed_warehouse_comes_back_and_the_order_completes_once(
+    stack: LiveStack, record_property: Callable[[str, object], None]
+) -> None:
+    """kill -9 of the warehouse mid-order: it restarts alone; one shipment per line."""
+    doc = start_slow_order(stack, 3)
+    old, before = kill_service(stack, "warehouse")
+    killed_at = time.monotonic()
+    wait_for(
+        lambda: (s := services(stack)["warehouse"]).running and s.pid != old.pid,
+        60,
+        "a new warehouse process",
+    )
+    wait_for(stack.warehouse.health, 60, "the warehouse to answer")
+    record_property("warehouse_kill_to_healthy_s", round(time.monotonic() - killed_at, 1))
+    assert_others_untouched(stack, "warehouse", before)
+    assert_completed_once(stack, doc)
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(stack: LiveStack) -> None:
+    """Every TCP listener of supervisord's process tree is on 127.0.0.1."""
+    pid = Stack(env=stack.env, echo=lambda _: None).supervisor.pid()
+    assert pid is not None
+    root = psutil.Process(pid)
+    listeners = set()
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            connections = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        listeners |= {c.laddr for c in connections if c.status == psutil.CONN_LISTEN}
+    ports = Stack(env=stack.env, echo=lambda _: None).ports
+    assert {(a.ip, a.port) for a in listeners} == {
+        ("127.0.0.1", ports.airflow),
+        ("127.0.0.1", ports.warehouse),
+        ("127.0.0.1", ports.scheduler_health),
+    }
+
+
+def test_up_on_a_half_running_stack_starts_only_the_missing_service(stack: LiveStack) -> None:
+    """A stopped warehouse is started again by `up`; the other services keep their pids."""
+    lifecycle = Stack(env=stack.env, echo=lambda _: None)
+    lifecycle.supervisor.stop("warehouse")
+    before = services(stack)
+    assert before["warehouse"].state == "STOPPED"
+    said: list[str] = []
+    Stack(env=stack.env, echo=said.append).up()
+    after = services(stack)
+    assert after["warehouse"].running
+    assert stack.warehouse.health()
+    assert {n: s.pid for n, s in after.items() if n != "warehouse"} == {
+        n: s.pid for n, s in before.items() if n != "warehouse"
+    }
+    assert said[0] == "Starting what is not running: warehouse ..."

@@ -1,0 +1,213 @@
+"""The local stack's configuration, without starting anything: supervisord's, Airflow's, ports."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from supervisor.datatypes import RestartUnconditionally
+
+from shipping.stack import (
+    AIRFLOW_COMPONENTS,
+    RECOVERY_SETTINGS,
+    Ports,
+    Program,
+    Stack,
+    StackError,
+    StackState,
+    supervisord_config,
+)
+
+STATE = StackState(
+    airflow_url="http://127.0.0.1:8080",
+    warehouse_url="http://127.0.0.1:8081",
+    admin_password="pw-for-the-test",
+    warehouse_api_token="client-token-for-the-test",
+    warehouse_admin_token="admin-token-for-the-test",
+    ledger_url="postgresql+psycopg2://u@db/shipping_ledger",
+    postgres_url="postgresql+psycopg2://u@db/postgres",
+    embedded_postgres=False,
+)
+
+
+def stack_at(tmp_path: Path, **env: str) -> Stack:
+    return Stack(directory=tmp_path, env=env, echo=lambda _: None)
+
+
+def programs(tmp_path: Path, embedded: bool = True) -> list[Program]:
+    stack = stack_at(tmp_path)
+    pg = None
+    if embedded:
+        from shipping.localpg import ServerCommand
+
+        pg = ServerCommand(["/pg/bin/postgres", "-D", "/data"], "pgserver", "postgresql://x")
+    return stack._programs(pg)
+
+
+def parsed(tmp_path: Path, progs: list[Program]) -> Any:
+    """The configuration as supervisord itself reads it."""
+    from supervisor.options import ServerOptions
+
+    options = ServerOptions()
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    # A file object: supervisord leaves a file it opens itself unclosed.
+    options.configfile = io.StringIO(supervisord_config(tmp_path, tmp_path / "logs", progs))
+    options.process_config(do_usage=False)
+    return options
+
+
+def test_supervisord_parses_the_config_with_one_program_per_service(tmp_path: Path) -> None:
+    """supervisord reads the generated file; every service is a program of its own."""
+    options = parsed(tmp_path, programs(tmp_path))
+    names = {group.name for group in options.process_group_configs}
+    assert names == {"postgres", "warehouse", *AIRFLOW_COMPONENTS}
+
+
+def test_the_control_socket_is_a_private_unix_socket_and_nothing_listens_on_tcp(
+    tmp_path: Path,
+) -> None:
+    """supervisord's only server is a Unix socket (mode 0700) in the stack folder."""
+    options = parsed(tmp_path, programs(tmp_path))
+    (server,) = options.configroot.supervisord.server_configs
+    assert server["family"] is socket.AF_UNIX
+    assert server["file"] == str(tmp_path / "supervisor.sock")
+    assert server["chmod"] == 0o700
+    assert "inet_http_server" not in supervisord_config(tmp_path, tmp_path, programs(tmp_path))
+
+
+def test_every_service_restarts_by_itself_and_stops_with_its_process_group(
+    tmp_path: Path,
+) -> None:
+    """autorestart always; stop and kill reach the whole process group; started by `up`."""
+    options = parsed(tmp_path, programs(tmp_path))
+    for group in options.process_group_configs:
+        (proc,) = group.process_configs
+        assert proc.autorestart is RestartUnconditionally, proc.name
+        assert proc.stopasgroup is True, proc.name
+        assert proc.killasgroup is True, proc.name
+        assert proc.autostart is False, proc.name
+
+
+def test_every_service_logs_to_its_own_file_in_the_logs_folder(tmp_path: Path) -> None:
+    """One log file per service, stdout and stderr together."""
+    options = parsed(tmp_path, programs(tmp_path))
+    for group in options.process_group_configs:
+        (proc,) = group.process_configs
+        assert proc.stdout_logfile == str(tmp_path / "logs" / f"{proc.name}.log")
+        assert proc.redirect_stderr is True
+
+
+def test_each_service_runs_through_the_exec_wrapper(tmp_path: Path) -> None:
+    """The command is the wrapper, then `--` and the service's own argv, unchanged."""
+    options = parsed(tmp_path, programs(tmp_path))
+    for group in options.process_group_configs:
+        (proc,) = group.process_configs
+        argv = shlex.split(proc.command)
+        assert argv[:4] == [sys.executable, "-m", "shipping.supervision", "exec"]
+        assert argv[argv.index("--") - 1] == proc.name
+    (postgres_group,) = [g for g in options.process_group_configs if g.name == "postgres"]
+    postgres = shlex.split(postgres_group.process_configs[0].command)
+    assert postgres[postgres.index("--user") + 1] == "pgserver"
+    assert postgres[postgres.index("--") + 1 :] == ["/pg/bin/postgres", "-D", "/data"]
+
+
+def test_postgres_stops_with_a_fast_shutdown(tmp_path: Path) -> None:
+    """PostgreSQL's fast shutdown is SIGINT; the others stop on SIGTERM."""
+    options = parsed(tmp_path, programs(tmp_path))
+    signals = {g.name: g.process_configs[0].stopsignal for g in options.process_group_configs}
+    assert signals.pop("postgres") == 2
+    assert set(signals.values()) == {15}
+
+
+def test_a_percent_sign_in_a_path_reaches_the_program_unchanged(tmp_path: Path) -> None:
+    """supervisord expands %(...)s: a literal % is escaped, and comes out as written."""
+    program = Program("warehouse", ["/opt/100%/bin/warehouse", "--flag"])
+    options = parsed(tmp_path, [program])
+    command = options.process_group_configs[0].process_configs[0].command
+    assert shlex.split(command)[-2:] == ["/opt/100%/bin/warehouse", "--flag"]
+
+
+def test_no_postgres_program_when_a_server_url_is_given(tmp_path: Path) -> None:
+    """With SHIPPING_POSTGRES_URL the stack supervises only its own services."""
+    names = [p.name for p in programs(tmp_path, embedded=False)]
+    assert names == ["warehouse", *AIRFLOW_COMPONENTS]
+
+
+def test_scheduler_and_triggerer_start_without_their_log_servers(tmp_path: Path) -> None:
+    """Airflow's log servers bind every interface (3.3.2): the stack does not start them."""
+    argv = {p.name: p.argv for p in programs(tmp_path)}
+    assert "--skip-serve-logs" in argv["scheduler"]
+    assert "--skip-serve-logs" in argv["triggerer"]
+
+
+def test_airflow_listens_on_loopback_at_ports_that_move_with_the_stack(tmp_path: Path) -> None:
+    """API server and scheduler health check on 127.0.0.1; the health port follows Airflow's."""
+    env = stack_at(tmp_path, SHIPPING_AIRFLOW_PORT="18080")._airflow_env(STATE)
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"] == "18974"
+
+
+def test_airflow_notices_a_dead_task_within_half_a_minute(tmp_path: Path) -> None:
+    """The heartbeat timeout and the orphan check are 30 s, not Airflow's 300 s."""
+    env = stack_at(tmp_path)._airflow_env(STATE)
+    for name, value in RECOVERY_SETTINGS.items():
+        assert env[name] == value
+    assert int(env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"]) <= 30
+
+
+@pytest.mark.parametrize(
+    ("airflow", "warehouse", "expected"),
+    [
+        ({}, {}, Ports(8080, 8081, 8974)),
+        (
+            {"SHIPPING_AIRFLOW_PORT": "18080"},
+            {"SHIPPING_WAREHOUSE_PORT": "18081"},
+            Ports(18080, 18081, 18974),
+        ),
+    ],
+)
+def test_ports_move_with_the_stack_settings(
+    airflow: dict[str, str], warehouse: dict[str, str], expected: Ports
+) -> None:
+    """Two stacks on other Airflow ports get other health check ports too."""
+    assert Ports.from_env({**airflow, **warehouse}) == expected
+
+
+def test_an_airflow_port_that_pushes_the_health_port_out_of_range_is_refused() -> None:
+    """The error names the variable."""
+    with pytest.raises(StackError, match="SHIPPING_AIRFLOW_PORT"):
+        Ports.from_env({"SHIPPING_AIRFLOW_PORT": "65000"})
+
+
+def test_the_state_file_keeps_its_contract_keys(tmp_path: Path) -> None:
+    """admin_password and the two warehouse tokens are in state.json, which is 0600."""
+    stack = stack_at(tmp_path)
+    stack._save(STATE)
+    path = tmp_path / "state.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    doc = json.loads(path.read_text())
+    assert {"admin_password", "warehouse_api_token", "warehouse_admin_token"} <= set(doc)
+
+
+def test_a_state_file_with_unknown_keys_still_loads(tmp_path: Path) -> None:
+    """A state file from another version (extra keys) is read, not refused."""
+    doc = json.loads(STATE.to_json())
+    doc["something_new"] = 1
+    (tmp_path / "state.json").write_text(json.dumps(doc))
+    assert stack_at(tmp_path).state() == STATE
+
+
+def test_status_of_a_stack_that_never_ran_is_not_running(tmp_path: Path) -> None:
+    """No supervisord: status says so and exits 1; running() is empty."""
+    said: list[str] = []
+    stack = Stack(directory=tmp_path, env={}, echo=said.append)
+    assert stack.status() == 1
+    assert stack.running() == {}
+    assert "not running" in said[0]
