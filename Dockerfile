@@ -33,5 +33,5 @@ RUN mkdir -p /opt/airflow/auth && chmod 0770 /opt/airflow/auth
 
 # Fail the build, not the first task, when a package did not land. (importlib.metadata
 # rather than `import airflow`, which would write a config with generated keys.)
-RUN python -c "import importlib.metadata as md, shipping.settings, warehouse_mock; \
+RUN python -c "import importlib.metadata as md, shipping.contract, warehouse_mock; \
 assert md.version('apache-airflow') == '3.3.2', md.version('apache-airflow')"

@@ -36,21 +36,21 @@ test: check
 
 ## Install, start the stack, post sample orders, print the result, stop the stack.
 demo: install
-	$(VENV)/bin/python -m shipping.demo
+	$(VENV)/bin/python -m shipping.ops.demo
 
 ## Start / stop / show the local stack (background, 127.0.0.1 only).
 up: install
-	$(VENV)/bin/python -m shipping.stack up
+	$(VENV)/bin/python -m shipping.ops.stack up
 
 down: install
-	$(VENV)/bin/python -m shipping.stack down
+	$(VENV)/bin/python -m shipping.ops.stack down
 
 status: install
-	$(VENV)/bin/python -m shipping.stack status
+	$(VENV)/bin/python -m shipping.ops.stack status
 
 ## Trigger -> SHIPPED latency for orders of 1, 10 and 100 lines on the local stack.
 bench: install
-	$(VENV)/bin/python -m shipping.bench
+	$(VENV)/bin/python -m shipping.ops.bench
 
 clean: down
 	rm -rf $(VENV) $(TOOLS) .stack

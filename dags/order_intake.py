@@ -27,14 +27,14 @@ from typing import Any
 from airflow.sdk import BaseHook, Param, dag, get_current_context, task
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
-from shipping.order import ORDER_SCHEMA
-from shipping.settings import (
+from shipping.contract import (
     DAG_ID,
     LEDGER_CONN_ID,
     SHIP_ITEM_MAX_ACTIVE_PER_RUN,
     WAREHOUSE_CONN_ID,
     WAREHOUSE_POOL,
 )
+from shipping.order import ORDER_SCHEMA
 
 # Final errors fail the task at once: retrying cannot fix a bad order or a refused line,
 # and every retry of a refusal would only repeat it. Everything else (the warehouse or

@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite: a real PostgreSQL server and a real warehouse.
 
 PostgreSQL comes from ``SHIPPING_POSTGRES_URL`` when it is set; otherwise the suite starts
-the embedded server of :mod:`shipping.localpg` once per session, so a fresh laptop with
+the embedded server of :mod:`shipping.ops.localpg` once per session, so a fresh laptop with
 no database service runs the PostgreSQL tests too (they are never skipped).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from shipping import localpg
+from shipping.ops import localpg
 from warehouse_mock.settings import Settings
 from warehouse_mock.testing import WarehouseHandle, serve_warehouse
 

@@ -3,7 +3,7 @@
 No Docker engine runs here, so the stack is checked statically: the compose file against
 the Compose Specification's JSON schema (``../shared/compose-spec.json``, beside the
 clone; CI has it), and its names (DAG, pool, connections, ports, databases, variables)
-against :mod:`shipping.settings`, which the DAG and the local stack use as well.
+against :mod:`shipping.contract`, which the DAG and the local stack use as well.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from shipping import settings
+from shipping import contract
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_SPEC = REPO.parent / "shared" / "compose-spec.json"
@@ -39,8 +39,8 @@ AIRFLOW_SERVICES = (
 REQUIRED_SERVICES = ("postgres", *AIRFLOW_SERVICES, "warehouse")
 # Everything but postgres and airflow-init itself waits for airflow-init to finish.
 AFTER_INIT_SERVICES = (*AIRFLOW_SERVICES[1:], "warehouse")
-WAREHOUSE_CONN_VAR = f"AIRFLOW_CONN_{settings.WAREHOUSE_CONN_ID.upper()}"
-LEDGER_CONN_VAR = f"AIRFLOW_CONN_{settings.LEDGER_CONN_ID.upper()}"
+WAREHOUSE_CONN_VAR = f"AIRFLOW_CONN_{contract.WAREHOUSE_CONN_ID.upper()}"
+LEDGER_CONN_VAR = f"AIRFLOW_CONN_{contract.LEDGER_CONN_ID.upper()}"
 # What every Airflow component must see identically, or they cannot talk to each other.
 SHARED_AIRFLOW_SETTINGS = (
     "AIRFLOW__API_AUTH__JWT_SECRET",
@@ -226,7 +226,7 @@ def test_every_airflow_service_shares_the_setting(service: str, setting: str) ->
 def test_the_execution_api_is_the_api_servers() -> None:
     """Task processes reach the execution API on the airflow-apiserver service."""
     url = COMMON_ENV["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
-    assert url == f"http://airflow-apiserver:{settings.AIRFLOW_PORT}/execution/"
+    assert url == f"http://airflow-apiserver:{contract.AIRFLOW_PORT}/execution/"
 
 
 def test_airflow_runs_the_local_executor() -> None:
@@ -254,8 +254,8 @@ def test_published_ports_are_the_airflow_and_warehouse_ports() -> None:
         if service.get("ports")
     }
     assert published == {
-        "airflow-apiserver": [(settings.AIRFLOW_PORT, settings.AIRFLOW_PORT)],
-        "warehouse": [(settings.WAREHOUSE_PORT, settings.WAREHOUSE_PORT)],
+        "airflow-apiserver": [(contract.AIRFLOW_PORT, contract.AIRFLOW_PORT)],
+        "warehouse": [(contract.WAREHOUSE_PORT, contract.WAREHOUSE_PORT)],
     }
 
 
@@ -264,14 +264,14 @@ def test_the_warehouse_serves_on_its_published_port() -> None:
     command = SERVICES["warehouse"]["command"]
     assert command[:3] == ["python", "-m", "warehouse_mock"]
     options = dict(zip(command[3::2], command[4::2], strict=True))
-    assert options == {"--host": "0.0.0.0", "--port": str(settings.WAREHOUSE_PORT)}
+    assert options == {"--host": "0.0.0.0", "--port": str(contract.WAREHOUSE_PORT)}
 
 
 @pytest.mark.parametrize(
     ("service", "url"),
     [
-        ("airflow-apiserver", f"http://localhost:{settings.AIRFLOW_PORT}/api/v2/monitor/health"),
-        ("warehouse", f"http://localhost:{settings.WAREHOUSE_PORT}/healthz"),
+        ("airflow-apiserver", f"http://localhost:{contract.AIRFLOW_PORT}/api/v2/monitor/health"),
+        ("warehouse", f"http://localhost:{contract.WAREHOUSE_PORT}/healthz"),
     ],
 )
 def test_the_health_check_probes_the_health_endpoint(service: str, url: str) -> None:
@@ -294,7 +294,7 @@ def test_airflow_init_runs_once() -> None:
 def test_airflow_init_creates_the_warehouse_pool() -> None:
     """airflow-init creates the pool the DAG uses, with the configured slots."""
     pools = re.findall(r"airflow pools set (\S+) (\d+)", _script(SERVICES["airflow-init"]))
-    assert pools == [(settings.WAREHOUSE_POOL, str(settings.WAREHOUSE_POOL_SLOTS))]
+    assert pools == [(contract.WAREHOUSE_POOL, str(contract.WAREHOUSE_POOL_SLOTS))]
 
 
 def test_airflow_init_migrates_the_metadata_database() -> None:
@@ -304,7 +304,7 @@ def test_airflow_init_migrates_the_metadata_database() -> None:
 
 @pytest.mark.parametrize(
     "database",
-    [settings.AIRFLOW_DATABASE, settings.LEDGER_DATABASE, settings.WAREHOUSE_DATABASE],
+    [contract.AIRFLOW_DATABASE, contract.LEDGER_DATABASE, contract.WAREHOUSE_DATABASE],
 )
 def test_the_database_is_created(database: str) -> None:
     """Each database is created: Airflow's by postgres, the others by airflow-init."""
@@ -318,9 +318,9 @@ def test_the_database_is_created(database: str) -> None:
 @pytest.mark.parametrize(
     ("service", "variable", "database"),
     [
-        ("airflow-scheduler", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", settings.AIRFLOW_DATABASE),
-        ("airflow-scheduler", "SHIPPING_LEDGER_URL", settings.LEDGER_DATABASE),
-        ("warehouse", "WAREHOUSE_DATABASE_URL", settings.WAREHOUSE_DATABASE),
+        ("airflow-scheduler", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", contract.AIRFLOW_DATABASE),
+        ("airflow-scheduler", "SHIPPING_LEDGER_URL", contract.LEDGER_DATABASE),
+        ("warehouse", "WAREHOUSE_DATABASE_URL", contract.WAREHOUSE_DATABASE),
     ],
 )
 def test_the_database_url_names_the_configured_database(
@@ -344,7 +344,7 @@ def test_the_warehouse_connection_reaches_the_warehouse_service() -> None:
     assert conn == {
         "conn_type": "http",
         "host": "warehouse",
-        "port": settings.WAREHOUSE_PORT,
+        "port": contract.WAREHOUSE_PORT,
         "password": token,
     }
 
@@ -359,19 +359,19 @@ def test_the_ledger_connection_reaches_the_ledger_database() -> None:
         "port": 5432,
         "login": postgres["POSTGRES_USER"],
         "password": _resolve(postgres["POSTGRES_PASSWORD"]),
-        "schema": settings.LEDGER_DATABASE,
+        "schema": contract.LEDGER_DATABASE,
     }
 
 
 def test_the_admin_user_is_the_configured_one() -> None:
     """SimpleAuthManager knows one admin, whose password airflow-init writes."""
     users = COMMON_ENV["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
-    assert users == f"{settings.AIRFLOW_ADMIN_USER}:admin"
+    assert users == f"{contract.AIRFLOW_ADMIN_USER}:admin"
     written = re.findall(
         r"json\.dump\(\{\"(\w+)\": os\.environ\[\"AIRFLOW_ADMIN_PASSWORD\"\]\}",
         _script(SERVICES["airflow-init"]),
     )
-    assert written == [settings.AIRFLOW_ADMIN_USER]
+    assert written == [contract.AIRFLOW_ADMIN_USER]
 
 
 def test_the_password_file_is_on_a_volume_of_init_and_the_api_server() -> None:
@@ -403,7 +403,7 @@ def test_airflow_init_python_compiles_and_its_imports_exist(snippet: str) -> Non
 
 def test_the_dag_file_named_after_the_dag_id_exists() -> None:
     """dags/ holds the DAG file named after the DAG id that the image bakes in."""
-    assert (REPO / "dags" / f"{settings.DAG_ID}.py").is_file()
+    assert (REPO / "dags" / f"{contract.DAG_ID}.py").is_file()
 
 
 @pytest.mark.parametrize(
@@ -483,14 +483,14 @@ def test_every_variable_a_service_script_reads_is_set(service: str, name: str) -
 
 
 @pytest.mark.parametrize(
-    "name", sorted(set(settings.ENVIRONMENT_VARIABLES) & set(INTERPOLATED_NAMES))
+    "name", sorted(set(contract.ENVIRONMENT_VARIABLES) & set(INTERPOLATED_NAMES))
 )
 def test_env_example_assigns_every_project_variable_compose_reads(name: str) -> None:
     """Each project variable that compose takes from .env has a line in .env.example."""
     assert name in ENV_EXAMPLE
 
 
-@pytest.mark.parametrize("name", sorted(settings.ENVIRONMENT_VARIABLES))
+@pytest.mark.parametrize("name", sorted(contract.ENVIRONMENT_VARIABLES))
 def test_env_example_mentions_every_project_variable(name: str) -> None:
     """.env.example names every variable the project reads, used by compose or not."""
     assert re.search(rf"\b{name}\b", (REPO / ".env.example").read_text())
@@ -553,7 +553,8 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context(source: str) -
 
 def _local_stack_airflow_env(tmp_path: Path) -> dict[str, str]:
     """The environment `make up` gives every Airflow component (no process started)."""
-    from shipping.stack import Stack, StackState
+    from shipping.ops.stack import Stack
+    from shipping.ops.state import StackState
 
     state = StackState(
         airflow_url="http://127.0.0.1:8080",
@@ -618,7 +619,7 @@ def test_compose_and_the_local_stack_agree_on_the_executor_and_users(tmp_path: P
 
 
 def _recovery_settings() -> list[str]:
-    from shipping.stack import RECOVERY_SETTINGS
+    from shipping.ops.stack import RECOVERY_SETTINGS
 
     return sorted(RECOVERY_SETTINGS)
 

@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import BaseHook, Param
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
-from shipping.settings import LEDGER_CONN_ID, WAREHOUSE_CONN_ID
+from shipping.contract import LEDGER_CONN_ID, WAREHOUSE_CONN_ID
 
 # Final errors fail the task at once: retrying cannot fix a bad order, a refused line or
 # a refused correction, and every retry of a refusal would only repeat it. Everything

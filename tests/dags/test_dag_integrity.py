@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from shipping.contract import DAG_ID, WAREHOUSE_POOL
+from shipping.ops.stack import BOOTSTRAP_POOLS
+from shipping.ops.state import PROJECT_ROOT as REPO
 from shipping.order import ORDER_SCHEMA
-from shipping.settings import DAG_ID, WAREHOUSE_POOL
-from shipping.stack import BOOTSTRAP_POOLS
-from shipping.stack import PROJECT_ROOT as REPO
 from tests.dags.conftest import dag_bag
 
 

@@ -22,11 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from shipping import localpg, pipeline
+from shipping import pipeline
+from shipping.contract import DAG_ID
 from shipping.errors import OrderRejected
 from shipping.ledger import Ledger
+from shipping.ops import localpg
 from shipping.order import ORDER_SCHEMA, InvalidOrder, parse_order
-from shipping.settings import DAG_ID
 from shipping.warehouse import WarehouseClient
 from tests.dags.conftest import dag_bag
 from warehouse_mock.testing import WarehouseHandle

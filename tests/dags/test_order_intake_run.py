@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from shipping.connections import ledger_connection, warehouse_connection
-from shipping.demo import sample_order
+from shipping.contract import DAG_ID, LEDGER_CONN_ID, WAREHOUSE_CONN_ID
 from shipping.ledger import Ledger
-from shipping.settings import DAG_ID, LEDGER_CONN_ID, WAREHOUSE_CONN_ID
+from shipping.ops.samples import sample_order
 from tests.dags.conftest import dag_bag
 
 pytestmark = pytest.mark.airflow

@@ -24,15 +24,16 @@ from typing import Any
 
 import pytest
 
-from shipping import localpg
-from shipping.airflow_api import AirflowClient
-from shipping.settings import (
+from shipping.contract import (
     AIRFLOW_ADMIN_USER,
     AIRFLOW_DATABASE,
     LEDGER_DATABASE,
     WAREHOUSE_DATABASE,
 )
-from shipping.stack import Stack, StackState
+from shipping.ops import localpg
+from shipping.ops.airflow_api import AirflowClient
+from shipping.ops.stack import Stack
+from shipping.ops.state import StackState
 from shipping.warehouse import WarehouseAdmin, WarehouseClient
 
 pytestmark = pytest.mark.e2e

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from shipping.airflow_api import TriggerStatus
-from shipping.demo import sample_order
+from shipping.contract import DAG_ID
+from shipping.ops.airflow_api import TriggerStatus
+from shipping.ops.samples import sample_order
 from shipping.order import run_id_for
-from shipping.settings import DAG_ID
 from tests.e2e.conftest import LiveStack
 
 pytestmark = pytest.mark.e2e

@@ -22,11 +22,11 @@ import psutil
 import pytest
 import requests
 
-from shipping.demo import sample_order
+from shipping.contract import DAG_ID
+from shipping.ops.samples import sample_order
+from shipping.ops.stack import Stack
+from shipping.ops.supervision import ServiceInfo
 from shipping.order import run_id_for
-from shipping.settings import DAG_ID
-from shipping.stack import Stack
-from shipping.supervision import ServiceInfo
 from tests.e2e.conftest import LiveStack
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ import socket
 import psutil
 import pytest
 
-from shipping.settings import DAG_ID
-from shipping.stack import Stack
+from shipping.contract import DAG_ID
+from shipping.ops.stack import Stack
 from tests.e2e.conftest import LiveStack
 
 pytestmark = pytest.mark.e2e

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from shipping.ops.state import PROJECT_ROOT
 from shipping.order import (
     MAX_ITEMS,
     ORDER_SCHEMA,
@@ -17,7 +18,6 @@ from shipping.order import (
     parse_order,
     run_id_for,
 )
-from shipping.stack import PROJECT_ROOT
 
 
 def valid_order() -> dict[str, Any]:

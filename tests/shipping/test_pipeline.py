@@ -13,7 +13,6 @@ import pytest
 import requests
 
 from shipping import pipeline
-from shipping.demo import sample_order
 from shipping.errors import (
     OrderConflict,
     OrderIncomplete,
@@ -25,6 +24,7 @@ from shipping.errors import (
     is_retryable,
 )
 from shipping.ledger import Ledger
+from shipping.ops.samples import sample_order
 from shipping.order import parse_order
 from shipping.warehouse import RetryPolicy, WarehouseClient
 from warehouse_mock.storage import Storage

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from shipping import pipeline
 from shipping.amend import amend_line
-from shipping.demo import sample_order
 from shipping.errors import AmendmentRefused, OrderNotFound, SkuRefused
 from shipping.ledger import Amendment, Ledger, LineState, order_lines
+from shipping.ops.samples import sample_order
 from shipping.reconcile import DriftKind, check_order, reconcile
 from shipping.warehouse import WarehouseClient
 from warehouse_mock.testing import WarehouseHandle

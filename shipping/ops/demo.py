@@ -15,12 +15,14 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from shipping.airflow_api import AirflowClient, TriggerStatus
-from shipping.cli import render_status
+from shipping.contract import AIRFLOW_ADMIN_USER, DAG_ID
 from shipping.ledger import Ledger
+from shipping.ops.airflow_api import AirflowClient, TriggerStatus
+from shipping.ops.render import render_status
+from shipping.ops.samples import sample_order
+from shipping.ops.stack import Stack, running_stack
+from shipping.ops.state import StackState
 from shipping.order import parse_order
-from shipping.settings import AIRFLOW_ADMIN_USER, DAG_ID
-from shipping.stack import Stack, StackState, running_stack
 from shipping.warehouse import WarehouseAdmin, WarehouseClient
 
 FAULTS: Mapping[str, Any] = {
@@ -30,26 +32,6 @@ FAULTS: Mapping[str, Any] = {
     "retry_after_seconds": 1,
     "seed": 7,
 }
-SKUS = ("MUG-RED", "TEE-L", "CAP-BLK", "SOCK-M", "BAG-TOTE")
-
-
-def sample_order(order_id: str, lines: int) -> dict[str, Any]:
-    """A valid order of ``lines`` lines."""
-    return {
-        "order_id": order_id,
-        "customer_id": "C-42",
-        "ship_to": {
-            "name": "Ada Lovelace",
-            "line1": "1 Main St",
-            "city": "Berlin",
-            "postal_code": "10115",
-            "country": "DE",
-        },
-        "items": [
-            {"line_id": str(i), "sku": SKUS[(i - 1) % len(SKUS)], "quantity": 1 + i % 3}
-            for i in range(1, lines + 1)
-        ],
-    }
 
 
 def _post_and_wait(

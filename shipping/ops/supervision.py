@@ -1,12 +1,12 @@
 """supervisord for the local stack: start it, ask it, stop it, and clean up after crashes.
 
-:mod:`shipping.stack` decides *what* runs (it writes supervisord's configuration);
+:mod:`shipping.ops.stack` decides *what* runs (it writes supervisord's configuration);
 this module is *how* it runs:
 
 - :class:`Supervisor` starts ``supervisord`` as a daemon with its control socket (a Unix
   socket in the stack folder, no TCP listener) and talks XML-RPC to it: each service's
   state, pid, uptime and restart count; start what is missing; stop everything.
-- ``python -m shipping.supervision exec ... NAME -- COMMAND`` is the command supervisord runs for
+- ``python -m shipping.ops.supervision exec ... NAME -- COMMAND`` is the command supervisord runs for
   every service. It counts the service's starts (supervisord keeps no restart count),
   kills what a crashed predecessor left behind (see :func:`sweep_orphans`), loads the
   service's environment file, optionally drops root, and execs the service: the service
@@ -293,7 +293,7 @@ def exec_service(
     if env_file is not None:
         env.update(json.loads(env_file.read_text()))
     if user is not None:
-        from shipping.localpg import exec_as
+        from shipping.ops.localpg import exec_as
 
         exec_as(user)
         env.update({k: os.environ[k] for k in ("HOME", "USER", "LOGNAME") if k in os.environ})
@@ -302,8 +302,8 @@ def exec_service(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m shipping.supervision exec --run-dir D [--env-file F] [--user U] NAME -- COMMAND``."""
-    parser = argparse.ArgumentParser(prog="python -m shipping.supervision")
+    """``python -m shipping.ops.supervision exec --run-dir D [--env-file F] [--user U] NAME -- COMMAND``."""
+    parser = argparse.ArgumentParser(prog="python -m shipping.ops.supervision")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("exec", help="run one service under supervisord (used in its config)")
     run.add_argument("--run-dir", type=Path, required=True)

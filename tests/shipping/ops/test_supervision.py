@@ -15,9 +15,9 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from shipping import localpg
-from shipping.stack import Program, supervisord_config
-from shipping.supervision import Supervisor, sweep_orphans
+from shipping.ops import localpg
+from shipping.ops.stack import Program, supervisord_config
+from shipping.ops.supervision import Supervisor, sweep_orphans
 
 # A session leader that starts a long sleep and exits: the sleep is left behind in its session.
 LEAVE_AN_ORPHAN = (
@@ -65,7 +65,7 @@ def test_the_exec_wrapper_counts_starts_and_applies_the_environment_file(tmp_pat
     command = [
         sys.executable,
         "-m",
-        "shipping.supervision",
+        "shipping.ops.supervision",
         "exec",
         "--run-dir",
         str(tmp_path / "run"),

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shipping import cli
-from shipping.demo import sample_order
 from shipping.ledger import LineState, LineStatus, OrderState, OrderStatus
+from shipping.ops import cli
+from shipping.ops.samples import sample_order
 
 
 def test_submit_refuses_an_invalid_order_before_calling_airflow(

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from supervisor.datatypes import RestartUnconditionally
 
-from shipping.stack import (
+from shipping.ops.stack import (
     AIRFLOW_COMPONENTS,
     RECOVERY_SETTINGS,
     Ports,
     Program,
     Stack,
     StackError,
-    StackState,
     supervisord_config,
 )
+from shipping.ops.state import StackState
 
 STATE = StackState(
     airflow_url="http://127.0.0.1:8080",
@@ -44,7 +44,7 @@ def programs(tmp_path: Path, embedded: bool = True) -> list[Program]:
     stack = stack_at(tmp_path)
     pg = None
     if embedded:
-        from shipping.localpg import ServerCommand
+        from shipping.ops.localpg import ServerCommand
 
         pg = ServerCommand(["/pg/bin/postgres", "-D", "/data"], "pgserver", "postgresql://x")
     return stack._programs(pg)
@@ -109,7 +109,7 @@ def test_each_service_runs_through_the_exec_wrapper(tmp_path: Path) -> None:
     for group in options.process_group_configs:
         (proc,) = group.process_configs
         argv = shlex.split(proc.command)
-        assert argv[:4] == [sys.executable, "-m", "shipping.supervision", "exec"]
+        assert argv[:4] == [sys.executable, "-m", "shipping.ops.supervision", "exec"]
         assert argv[argv.index("--") - 1] == proc.name
     (postgres_group,) = [g for g in options.process_group_configs if g.name == "postgres"]
     postgres = shlex.split(postgres_group.process_configs[0].command)

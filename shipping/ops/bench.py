@@ -4,7 +4,7 @@ Posts orders of 1, 10 and 100 lines over Airflow's REST API, one at a time, and 
 from the moment the trigger is answered to the moment the ledger shows the order
 ``SHIPPED`` (polled every 0.2 s). Starts the stack if it is not up and stops it after.
 
-``python -m shipping.bench [--sizes 1 10 100] [--repeat 3]``
+``python -m shipping.ops.bench [--sizes 1 10 100] [--repeat 3]``
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import sys
 import time
 import uuid
 
-from shipping.airflow_api import AirflowClient, TriggerStatus
-from shipping.demo import sample_order
+from shipping.contract import AIRFLOW_ADMIN_USER, DAG_ID
 from shipping.ledger import Ledger, OrderState
+from shipping.ops.airflow_api import AirflowClient, TriggerStatus
+from shipping.ops.samples import sample_order
+from shipping.ops.stack import Stack, running_stack
+from shipping.ops.state import StackState
 from shipping.order import run_id_for
-from shipping.settings import AIRFLOW_ADMIN_USER, DAG_ID
-from shipping.stack import Stack, StackState, running_stack
 
 POLL_S = 0.2
 TIMEOUT_S = 600.0
@@ -59,7 +60,7 @@ def run(state: StackState, sizes: list[int], repeat: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``make bench``."""
-    parser = argparse.ArgumentParser(prog="python -m shipping.bench")
+    parser = argparse.ArgumentParser(prog="python -m shipping.ops.bench")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)

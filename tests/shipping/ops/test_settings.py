@@ -2,7 +2,8 @@
 
 import pytest
 
-from shipping.settings import DEFAULT_AIRFLOW_URL, ClientSettings, SettingsError
+from shipping.contract import DEFAULT_AIRFLOW_URL
+from shipping.ops.settings import ClientSettings, SettingsError
 
 
 def test_defaults_point_at_the_local_stack() -> None:

@@ -2,7 +2,7 @@
 
 import sqlalchemy as sa
 
-from shipping import localpg
+from shipping.ops import localpg
 
 
 def test_fresh_database_is_real_postgresql(postgres_url: str) -> None:

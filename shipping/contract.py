@@ -1,19 +1,14 @@
-"""Names shared by every part of the system, and the settings read from the environment.
+"""Names shared by every part of the system: contracts, not settings.
 
-The constants here are contracts: the DAG, the local stack, ``docker-compose.yaml`` and
-the tests all use these ids, and a test checks that compose agrees with them.
-
-:class:`ClientSettings` is what the command-line tool needs to reach Airflow's REST API;
-it is built once per process, validated when built, and names the variable at fault.
+The DAGs, the local stack, ``docker-compose.yaml`` and the tests all use these ids, and a
+test checks that compose agrees with them. Settings read from the environment live with
+the code that reads them (:mod:`shipping.ops.settings` for the ``shipping`` command).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
 
 DAG_ID: Final = "order_intake"
 WAREHOUSE_POOL: Final = "warehouse"
@@ -52,46 +47,3 @@ ENVIRONMENT_VARIABLES: Final[Mapping[str, str]] = {
     "SHIPPING_WAREHOUSE_PORT": "port of the local warehouse (default 8081)",
     "SHIPPING_DATABASE_PREFIX": "prefix of the stack's database names on a shared server",
 }
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
-
-
-def _url(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, default).rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """How the ``shipping`` command reaches Airflow's REST API."""
-
-    airflow_url: str
-    username: str
-    password: str | None
-
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, *, fallback_password: str | None = None
-    ) -> ClientSettings:
-        """Build from ``SHIPPING_AIRFLOW_URL`` and ``AIRFLOW_ADMIN_PASSWORD``.
-
-        Args:
-            env: The environment (``os.environ`` when omitted).
-            fallback_password: Used when ``AIRFLOW_ADMIN_PASSWORD`` is unset (the local
-                stack's generated password).
-
-        Raises:
-            SettingsError: Naming the variable that is malformed.
-        """
-        env = os.environ if env is None else env
-        password = env.get("AIRFLOW_ADMIN_PASSWORD") or fallback_password
-        return cls(
-            airflow_url=_url(env, "SHIPPING_AIRFLOW_URL", DEFAULT_AIRFLOW_URL),
-            username=AIRFLOW_ADMIN_USER,
-            password=password,
-        )

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +29,13 @@ from typing import Any
 import requests
 import sqlalchemy.exc
 
-from shipping.airflow_api import AirflowApiError, AirflowClient, TriggerStatus
+from shipping.contract import DAG_ID
 from shipping.errors import LedgerError, OrderNotFound, WarehouseError
+from shipping.ops.airflow_api import AirflowApiError, AirflowClient, TriggerStatus
+from shipping.ops.render import render_status
+from shipping.ops.settings import ClientSettings, SettingsError
+from shipping.ops.state import load_state
 from shipping.order import InvalidOrder, content_hash, parse_order, run_id_for
-from shipping.settings import DAG_ID, ClientSettings, SettingsError
-from shipping.stack import load_state
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_OPERATOR, EXIT_DRIFT_OR_TIMEOUT = 0, 1, 2, 3, 4
 SHIP_TASK, REDUCER_TASK = "ship_item", "finalize_order"
@@ -163,66 +165,6 @@ def status(order_id: str, *, as_json: bool) -> int:
         doc = _order(ledger, order_id).to_json()
     print(json.dumps(doc, indent=2) if as_json else render_status(doc))
     return EXIT_OK
-
-
-def render_status(doc: dict[str, Any]) -> str:
-    """The order (its JSON form) and a table of its lines, for a terminal."""
-    lines = doc["lines"]
-    shipped = sum(1 for line in lines if line["state"] == "SHIPPED")
-    head = f"order {doc['order_id']}: {doc['state']} ({shipped}/{len(lines)} lines shipped"
-    if doc.get("cancelled_lines"):
-        head += f", {doc['cancelled_lines']} cancelled"
-    out = [head + ")"]
-    if doc.get("reason"):
-        out.append(f"reason: {doc['reason']}")
-    if doc.get("run_id"):
-        out.append(f"run: {doc['run_id']}")
-    for run in doc.get("other_runs", []):
-        out.append(f"other run: {run['run_id']} ({run['role']}: {run['reason']})")
-    header = ("line", "sku", "qty", "state", "attempts", "shipment", "last error")
-    rows = [
-        (
-            line["line_id"],
-            line["sku"],
-            str(line["quantity"]),
-            line["state"],
-            str(line["attempts"]),
-            line["shipment_id"] or "-",
-            _last_error(line),
-        )
-        for line in lines
-    ]
-    out.extend(_table(header, rows))
-    for amendment in doc.get("amendments", []):
-        new = amendment["new"]
-        change = (
-            "cancelled"
-            if new is None
-            else f"{amendment['old']['sku']} x{amendment['old']['quantity']} -> "
-            f"{new['sku']} x{new['quantity']}"
-        )
-        out.append(
-            f"{amendment['action'].lower()} of line {amendment['line_id']} by "
-            f"{amendment['by']} at {amendment['at']}: {change} ({amendment['reason']})"
-        )
-    return "\n".join(out)
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-
-
-def _last_error(line: dict[str, Any]) -> str:
-    error = str(line["last_error"] or "")
-    if not error:
-        return "-"
-    # A shipped line keeps the error it met on the way, as history.
-    prefix = "recovered from: " if line["state"] in ("SHIPPED", "CANCELLED") else ""
-    return (prefix + error)[:72]
 
 
 # -------------------------------------------------------------------- retry

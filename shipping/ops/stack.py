@@ -1,10 +1,10 @@
 """The local stack: PostgreSQL, the warehouse and Airflow, supervised in the background.
 
-``python -m shipping.stack up|down|status`` (``make up``, ``make down``, ``make status``).
+``python -m shipping.ops.stack up|down|status`` (``make up``, ``make down``, ``make status``).
 
-Every service is a program of one supervisord (:mod:`shipping.supervision`), which
+Every service is a program of one supervisord (:mod:`shipping.ops.supervision`), which
 restarts it within seconds when it dies, without touching the others: the embedded
-PostgreSQL of :mod:`shipping.localpg` (unless ``SHIPPING_POSTGRES_URL`` names a server),
+PostgreSQL of :mod:`shipping.ops.localpg` (unless ``SHIPPING_POSTGRES_URL`` names a server),
 the warehouse service, and Airflow's api-server, scheduler, dag-processor and triggerer
 with the LocalExecutor. This module decides what runs and how it is configured: the state
 file and credentials, supervisord's configuration, Airflow's settings (fast recovery of
@@ -38,15 +38,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from sqlalchemy.engine import make_url
 
-from shipping import localpg
 from shipping.connections import ledger_connection, warehouse_connection
-from shipping.settings import (
+from shipping.contract import (
     AIRFLOW_ADMIN_USER,
     AIRFLOW_DATABASE,
     AIRFLOW_PORT,
@@ -59,11 +58,18 @@ from shipping.settings import (
     WAREHOUSE_POOL_SLOTS,
     WAREHOUSE_PORT,
 )
-from shipping.supervision import UP_STATES, ServiceInfo, Supervisor, SupervisorError
+from shipping.ops import localpg
+from shipping.ops.state import (
+    PROJECT_ROOT,
+    StackState,
+    load_state,
+    stack_dir,
+    write_private,
+)
+from shipping.ops.supervision import UP_STATES, ServiceInfo, Supervisor, SupervisorError
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 #: The Airflow services ``up`` starts, in start order.
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -130,54 +136,6 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
-@dataclass
-class StackState:
-    """What a running stack is: where it listens, its credentials, what to stop."""
-
-    airflow_url: str
-    warehouse_url: str
-    admin_password: str
-    warehouse_api_token: str
-    warehouse_admin_token: str
-    ledger_url: str
-    postgres_url: str
-    embedded_postgres: bool
-    #: Each service's pid when ``up`` last returned (``status`` asks supervisord for now).
-    pids: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        """The state as JSON (it holds secrets: the file is written 0600)."""
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> StackState:
-        """Read a state file, ignoring keys this version does not know."""
-        raw = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
-
-def stack_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The folder holding the stack's state, logs and embedded database."""
-    env = os.environ if env is None else env
-    return Path(env.get("SHIPPING_STACK_DIR") or PROJECT_ROOT / ".stack").resolve()
-
-
-def load_state(directory: Path | None = None) -> StackState | None:
-    """The state of the stack in ``directory`` (default: :func:`stack_dir`), if it was started."""
-    path = (directory or stack_dir()) / "state.json"
-    if not path.exists():
-        return None
-    return StackState.from_json(path.read_text())
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
 @dataclass(frozen=True)
 class Program:
     """One service as a supervisord program."""
@@ -202,14 +160,14 @@ def supervisord_config(directory: Path, logs: Path, programs: Sequence[Program])
     """supervisord's configuration for the stack in ``directory``.
 
     The control socket is a Unix socket in ``directory`` (mode 0700, no TCP listener).
-    Every program runs through ``python -m shipping.supervision exec`` (start counting,
+    Every program runs through ``python -m shipping.ops.supervision exec`` (start counting,
     leftovers of a crashed predecessor swept, environment file, exec), restarts whenever
     it dies, and is stopped together with its children (its process group). Programs do
     not start with supervisord: ``up`` starts them in order, after the bootstrap.
     """
     supervisor = Supervisor(directory)
     lines = [
-        "; Written by `python -m shipping.stack up`; changes are overwritten.",
+        "; Written by `python -m shipping.ops.stack up`; changes are overwritten.",
         "[supervisord]",
         f"logfile={_ini(str(logs / 'supervisord.log'))}",
         "logfile_maxbytes=10MB",
@@ -233,7 +191,7 @@ def supervisord_config(directory: Path, logs: Path, programs: Sequence[Program])
         wrapper = [
             sys.executable,
             "-m",
-            "shipping.supervision",
+            "shipping.ops.supervision",
             "exec",
             "--run-dir",
             str(supervisor.run_dir),
@@ -336,7 +294,7 @@ class Stack:
         embedded = not self.env.get("SHIPPING_POSTGRES_URL")
         pg = localpg.prepare(self.dir / "postgres") if embedded else None
         programs = self._programs(pg)
-        _write_private(self.supervisor.config, supervisord_config(self.dir, self.logs, programs))
+        write_private(self.supervisor.config, supervisord_config(self.dir, self.logs, programs))
         self.supervisor.start_daemon(self._base_env())
         if pg is not None:
             self.echo("Starting the project's own PostgreSQL ...")
@@ -428,7 +386,7 @@ class Stack:
             ("airflow", self._airflow_env(state)),
         ):
             extra = {k: v for k, v in env.items() if base.get(k) != v}
-            _write_private(run / f"{name}.env.json", json.dumps(extra, indent=2))
+            write_private(run / f"{name}.env.json", json.dumps(extra, indent=2))
 
     def describe(self, state: StackState) -> str:
         """Where the services are and where their credentials and logs are."""
@@ -496,7 +454,7 @@ class Stack:
         )
 
     def _save(self, state: StackState) -> None:
-        _write_private(self.dir / "state.json", state.to_json())
+        write_private(self.dir / "state.json", state.to_json())
 
     def _base_env(self) -> dict[str, str]:
         env = dict(self.env)
@@ -520,10 +478,10 @@ class Stack:
         home = self.dir / "airflow"
         home.mkdir(parents=True, exist_ok=True)
         passwords = home / "passwords.json"
-        _write_private(passwords, json.dumps({AIRFLOW_ADMIN_USER: state.admin_password}))
+        write_private(passwords, json.dumps({AIRFLOW_ADMIN_USER: state.admin_password}))
         secrets_file = home / "secrets.json"
         if not secrets_file.exists():
-            _write_private(secrets_file, json.dumps({"jwt": secrets.token_urlsafe(32)}))
+            write_private(secrets_file, json.dumps({"jwt": secrets.token_urlsafe(32)}))
         jwt_secret = json.loads(secrets_file.read_text())["jwt"]
         metadata = make_url(state.postgres_url).set(database=self.db_prefix + AIRFLOW_DATABASE)
         env = self._base_env()
@@ -600,7 +558,7 @@ class Stack:
 
     def _unpause(self, state: StackState) -> None:
         """Make sure ``order_intake`` is known to the API server and unpaused."""
-        from shipping.airflow_api import AirflowClient
+        from shipping.ops.airflow_api import AirflowClient
 
         with AirflowClient(state.airflow_url, AIRFLOW_ADMIN_USER, state.admin_password) as api:
             deadline = time.monotonic() + 60
@@ -736,9 +694,9 @@ def running_stack(stack: Stack) -> Iterator[StackState]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m shipping.stack``."""
+    """Entry point of ``python -m shipping.ops.stack``."""
     parser = argparse.ArgumentParser(
-        prog="python -m shipping.stack", description=__doc__.split("\n")[0]
+        prog="python -m shipping.ops.stack", description=__doc__.split("\n")[0]
     )
     parser.add_argument("command", choices=["up", "down", "status", "clean"])
     args = parser.parse_args(argv)

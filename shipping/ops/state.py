@@ -1,0 +1,64 @@
+"""The local stack's state file: where it listens and its credentials (a contract).
+
+``.stack/state.json`` (mode 0600; ``SHIPPING_STACK_DIR`` moves the folder) holds at least
+``admin_password``, ``warehouse_api_token`` and ``warehouse_admin_token``. The stack writes
+it; the ``shipping`` command, the demo and the benchmark read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class StackState:
+    """What a running stack is: where it listens, its credentials, what to stop."""
+
+    airflow_url: str
+    warehouse_url: str
+    admin_password: str
+    warehouse_api_token: str
+    warehouse_admin_token: str
+    ledger_url: str
+    postgres_url: str
+    embedded_postgres: bool
+    #: Each service's pid when ``up`` last returned (``status`` asks supervisord for now).
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The state as JSON (it holds secrets: the file is written 0600)."""
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> StackState:
+        """Read a state file, ignoring keys this version does not know."""
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def stack_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The folder holding the stack's state, logs and embedded database."""
+    env = os.environ if env is None else env
+    return Path(env.get("SHIPPING_STACK_DIR") or PROJECT_ROOT / ".stack").resolve()
+
+
+def load_state(directory: Path | None = None) -> StackState | None:
+    """The state of the stack in ``directory`` (default: :func:`stack_dir`), if it was started."""
+    path = (directory or stack_dir()) / "state.json"
+    if not path.exists():
+        return None
+    return StackState.from_json(path.read_text())
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
