@@ -9,6 +9,7 @@ existing run (HTTP 409, which Airflow answers with an unhelpful body).
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +49,16 @@ class TriggerOutcome:
     http_status: int
     run: dict[str, Any] | None = None
     reason: str | None = None
+
+
+def _log_line(item: Any) -> str:
+    """One structured log entry as text: its event, and the error it carries, if any."""
+    if not isinstance(item, dict):
+        return str(item)
+    line = str(item.get("event", ""))
+    if item.get("error_detail"):
+        line += " " + json.dumps(item["error_detail"], default=str)
+    return line
 
 
 def _detail(response: requests.Response) -> str:
@@ -251,10 +262,7 @@ class AirflowClient:
         )
         content = answer.get("content", "")
         if isinstance(content, list):
-            return "\n".join(
-                str(item.get("event", item)) if isinstance(item, dict) else str(item)
-                for item in content
-            )
+            return "\n".join(_log_line(item) for item in content)
         return str(content)
 
     def wait_for_run(

@@ -79,7 +79,16 @@ def test_submit_posts_a_new_order_and_status_shows_it_shipped(
     assert f"order {doc['order_id']} accepted" in result.stdout
     assert run_to_end(stack, doc) == "success"
     status = stack.status(doc["order_id"])
-    assert set(status) == {"order_id", "state", "reason", "run_id", "other_runs", "lines"}
+    assert set(status) == {
+        "order_id",
+        "state",
+        "reason",
+        "run_id",
+        "other_runs",
+        "cancelled_lines",
+        "lines",
+        "amendments",
+    }
     assert (status["reason"], status["run_id"], status["other_runs"]) == (
         None,
         run_id_for(doc["order_id"]),
