@@ -24,55 +24,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseHook, Param, dag, get_current_context, task
-from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+from airflow.sdk import dag, get_current_context, task
+from dag_support.defaults import DEFAULT_ARGS, ledger, param, warehouse
 
-from shipping.contract import (
-    DAG_ID,
-    LEDGER_CONN_ID,
-    SHIP_ITEM_MAX_ACTIVE_PER_RUN,
-    WAREHOUSE_CONN_ID,
-    WAREHOUSE_POOL,
-)
+from shipping.contract import DAG_ID, SHIP_ITEM_MAX_ACTIVE_PER_RUN, WAREHOUSE_POOL
 from shipping.order import ORDER_SCHEMA
-
-# Final errors fail the task at once: retrying cannot fix a bad order or a refused line,
-# and every retry of a refusal would only repeat it. Everything else (the warehouse or
-# the ledger unreachable) falls through to the task's retries with backoff.
-FINAL_ERRORS = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception=[
-                "shipping.errors.WarehouseRejected",
-                "shipping.errors.LedgerError",
-                "shipping.errors.ConnectionConfigError",
-            ],
-            action=RetryAction.FAIL,
-            reason="final: the order, the line or the configuration must change first",
-        )
-    ]
-)
-
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "shipping",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=5),
-    "retry_policy": FINAL_ERRORS,
-}
-
-
-def _param(schema: dict[str, Any]) -> Param:
-    # Airflow 3.3.2 cannot deserialize a Param whose schema holds a "description" key
-    # ("got multiple values for keyword argument 'description'"): pass it beside.
-    body = {key: value for key, value in schema.items() if key != "description"}
-    return Param(schema=body, description=schema.get("description"))
-
-
-def _ledger() -> Any:
-    from shipping.connections import ledger_url
-    from shipping.ledger import Ledger
-
-    return Ledger.from_url(ledger_url(BaseHook.get_connection(LEDGER_CONN_ID)))
 
 
 @dag(
@@ -81,7 +37,7 @@ def _ledger() -> Any:
     catchup=False,
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
-    params={name: _param(schema) for name, schema in ORDER_SCHEMA["properties"].items()},
+    params={name: param(schema) for name, schema in ORDER_SCHEMA["properties"].items()},
     tags=["shipping"],
 )
 def order_intake() -> None:
@@ -95,7 +51,7 @@ def order_intake() -> None:
         # The posted conf, not the params: keys the DAG does not declare must be refused,
         # and Airflow's params would silently drop them.
         registered = pipeline.register(
-            _ledger(), context["dag_run"].conf or {}, run_id=context["run_id"]
+            ledger(), context["dag_run"].conf or {}, run_id=context["run_id"]
         )
         # What every line shares goes to .partial() under its own key; only the lines
         # (the return value, as mapping requires) are expanded.
@@ -117,13 +73,12 @@ def order_intake() -> None:
     )
     def ship_item(order: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
         from shipping import pipeline
-        from shipping.connections import warehouse_client
 
         context = get_current_context()
         context["line_label"] = pipeline.line_label(line)  # rendered as the instance name
-        with warehouse_client(BaseHook.get_connection(WAREHOUSE_CONN_ID)) as client:
+        with warehouse() as client:
             result = pipeline.ship_line(
-                ledger=_ledger(),
+                ledger=ledger(),
                 client=client,
                 order_id=order["order_id"],
                 ship_to=order["ship_to"],
@@ -138,7 +93,7 @@ def order_intake() -> None:
     def finalize_order(order: dict[str, Any], results: Any) -> dict[str, Any]:
         from shipping import pipeline
 
-        return pipeline.finalize(_ledger(), order["order_id"], list(results))
+        return pipeline.finalize(ledger(), order["order_id"], list(results))
 
     lines = register_order()
     order = lines["order"]

@@ -218,19 +218,14 @@ class AirflowClient:
         self, dag_id: str, run_id: str, task_id: str, map_indexes: list[int]
     ) -> list[dict[str, Any]]:
         """Clear failed mapped instances and their downstream (the reducer) to re-run them."""
-        body = {
-            "dag_run_id": run_id,
-            "task_ids": [[task_id, i] for i in map_indexes],
-            "include_downstream": True,
-            "only_failed": True,
-            "dry_run": False,
-        }
-        result = self._json("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
-        cleared: list[dict[str, Any]] = result["task_instances"]
-        return cleared
+        return self._clear(dag_id, run_id, [[task_id, i] for i in map_indexes])
 
     def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[dict[str, Any]]:
         """Clear failed (or upstream-failed) unmapped tasks of a run so they run again."""
+        return self._clear(dag_id, run_id, list(task_ids))
+
+    def _clear(self, dag_id: str, run_id: str, task_ids: list[Any]) -> list[dict[str, Any]]:
+        # What the UI's clear dialog does with "Downstream" and "Only failed" selected.
         body = {
             "dag_run_id": run_id,
             "task_ids": task_ids,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,24 +27,6 @@ from shipping.order import parse_order
 from shipping.warehouse import RetryPolicy, WarehouseClient
 from warehouse_mock.storage import Storage
 from warehouse_mock.testing import WarehouseHandle
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """An empty ledger in a SQLite file."""
-    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.db'}")
-    ledger.create_schema()
-    yield ledger
-    ledger.dispose()
-
-
-@pytest.fixture
-def client(warehouse: WarehouseHandle) -> Iterator[WarehouseClient]:
-    """A client of the test warehouse that never really waits."""
-    with WarehouseClient(
-        warehouse.base_url, warehouse.api_token, retry=RetryPolicy(), sleep=lambda _: None
-    ) as client:
-        yield client
 
 
 @pytest.fixture

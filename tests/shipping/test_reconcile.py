@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,22 +16,6 @@ from shipping.ops.samples import sample_order
 from shipping.reconcile import DriftKind, check_order, reconcile
 from shipping.warehouse import WarehouseClient
 from warehouse_mock.testing import WarehouseHandle
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """An empty ledger in a SQLite file."""
-    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.db'}")
-    ledger.create_schema()
-    yield ledger
-    ledger.dispose()
-
-
-@pytest.fixture
-def client(warehouse: WarehouseHandle) -> Iterator[WarehouseClient]:
-    """A client of the test warehouse that never really waits."""
-    with WarehouseClient(warehouse.base_url, warehouse.api_token, sleep=lambda _: None) as c:
-        yield c
 
 
 @pytest.fixture
