@@ -48,7 +48,7 @@ browser:
 		if [ "$$sudo" != none ]; then \
 			echo "browser tests: no Chromium found; installing Debian's chromium with apt-get"; \
 			$$sudo apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null && \
+			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && \
 			command -v chromium >/dev/null 2>&1 && exit 0; \
 			echo "browser tests: 'apt-get install -y chromium' failed (output above)"; \
 		fi; \
