@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install check test demo up down status clean bench
+.PHONY: install check test browser demo up down status clean bench
 
 install: $(VENV)/.installed
 
@@ -30,9 +30,32 @@ check: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-## The whole test suite (what CI runs), after the checks.
-test: check
+## The whole test suite (what CI runs), after the checks and with a browser for the UI tests.
+test: check browser
 	$(VENV)/bin/pytest
+
+## A system Chromium for the browser tests (Playwright drives it; it downloads no browser).
+## Installed with apt-get when missing, as root or with non-interactive sudo. When that
+## cannot be done, say what to install: the browser tests then fail, naming it again.
+BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
+browser:
+	@if [ -n "$$SHIPPING_CHROMIUM" ] && [ -x "$$SHIPPING_CHROMIUM" ]; then exit 0; fi; \
+	for name in $(BROWSERS); do command -v $$name >/dev/null 2>&1 && exit 0; done; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; \
+		elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+		else sudo=none; fi; \
+		if [ "$$sudo" != none ]; then \
+			echo "browser tests: no Chromium found; installing Debian's chromium with apt-get"; \
+			$$sudo apt-get update -qq && \
+			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && \
+			command -v chromium >/dev/null 2>&1 && exit 0; \
+			echo "browser tests: 'apt-get install -y chromium' failed (output above)"; \
+		fi; \
+	fi; \
+	echo "browser tests: no Chromium found and it could not be installed here."; \
+	echo "  Install one (Debian/Ubuntu as root: apt-get install chromium), or set"; \
+	echo "  SHIPPING_CHROMIUM=/path/to/chromium. The browser tests fail without it."
 
 ## Install, start the stack, post sample orders, print the result, stop the stack.
 demo: install

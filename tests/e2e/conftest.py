@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from shipping.contract import (
     AIRFLOW_ADMIN_USER,
@@ -35,6 +36,7 @@ from shipping.ops.airflow_api import AirflowClient
 from shipping.ops.stack import Stack
 from shipping.ops.state import StackState
 from shipping.warehouse import WarehouseAdmin, WarehouseClient
+from tests.e2e.ui import VIEWPORT, AirflowUI, ChromiumMissing, find_chromium, launch_chromium
 
 pytestmark = pytest.mark.e2e
 
@@ -121,3 +123,49 @@ def stack(live_stack: LiveStack) -> Iterator[LiveStack]:
     """The session's stack, with the warehouse's faults reset after each test."""
     yield live_stack
     live_stack.admin.reset_faults()
+
+
+# === the browser ========================================================================
+# One Chromium for the session (the system's, driven by Playwright); each test gets a
+# fresh browser context, logged in to the session's stack. No Chromium is a failure of
+# every browser test, never a skip: see tests/e2e/ui.py.
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """The system's Chromium, headless, for the session."""
+    try:
+        executable = find_chromium()
+    except ChromiumMissing as missing:
+        reason = str(missing)
+    else:
+        reason = ""
+    if reason:  # outside the except block: the report shows the reason once, plainly
+        pytest.fail(reason, pytrace=False)
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright, executable)
+        yield chromium
+        chromium.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """When a browser test fails, save the page as it was and name the file in the report."""
+    report: pytest.TestReport = yield
+    page = getattr(item, "funcargs", {}).get("ui")
+    if report.when == "call" and report.failed and isinstance(page, AirflowUI):
+        shot = page.screenshot_to(item.funcargs["tmp_path"] / "failure.png")
+        report.sections.append(("browser", f"the page when the test failed: {shot}"))
+    return report
+
+
+@pytest.fixture
+def ui(browser: Browser, live_stack: LiveStack, tmp_path: Path) -> Iterator[AirflowUI]:
+    """Airflow's UI in a fresh browser context, signed in as the stack's admin."""
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = AirflowUI(context.new_page(), live_stack.state.airflow_url)
+        page.login(AIRFLOW_ADMIN_USER, live_stack.state.admin_password)
+        yield page
+    finally:
+        context.close()
