@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,15 @@ from shipping.ops.airflow_api import AirflowClient
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_ENV = "SHIPPING_CHROMIUM"
-# The README's screenshots are written here by the browser tests.
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+# The README's screenshots: the browser tests write them to docs/img/ when
+# SHIPPING_UPDATE_SCREENSHOTS=1 is set (so a plain `make test` leaves the tree clean),
+# otherwise to the session's temporary folder.
+README_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
+SCREENSHOTS = (
+    README_IMAGES
+    if os.environ.get("SHIPPING_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="shipping-screens-"))
+)
 VIEWPORT = {"width": 1280, "height": 800}
 # The UI polls the API every few seconds; on a busy 2-core machine a page can take a while.
 UI_TIMEOUT_MS = 60_000
@@ -199,7 +207,7 @@ class AirflowUI:
         expect(cell).to_be_visible()
 
     def screenshot(self, name: str, element: Locator | None = None) -> Path:
-        """Save the page (or one element) as ``docs/img/<name>``, the README's images."""
+        """Save the page (or one element) as ``<name>`` (``docs/img/`` on request)."""
         return self.screenshot_to(SCREENSHOTS / name, element)
 
     def screenshot_to(self, path: Path, element: Locator | None = None) -> Path:
