@@ -154,7 +154,8 @@ class Supervisor:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return []
-        if _alive(pid):
+        # A supervisord killed a moment ago may not be reaped yet: give it a few seconds.
+        if _alive(pid) and not _wait_gone([pid], timeout=10):
             return []
         self.pidfile.unlink(missing_ok=True)
         return sweep_orphans(session=pid, supervisor_pid=None)
