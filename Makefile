@@ -48,9 +48,9 @@ down: install
 status: install
 	$(VENV)/bin/python -m shipping.stack status
 
-## Trigger -> SHIPPED latency for orders of 1, 10 and 100 lines on the local stack.
+## The comparison benchmark on its own stack (docs/benchmark.md); ARGS="--sizes 10 100 --repeat 3".
 bench: install
-	$(VENV)/bin/python -m shipping.bench
+	$(VENV)/bin/python -m shipping.bench $(ARGS)
 
 clean: down
 	rm -rf $(VENV) $(TOOLS) .stack

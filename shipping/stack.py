@@ -36,7 +36,7 @@ from pathlib import Path
 import requests
 from sqlalchemy.engine import make_url
 
-from shipping import localpg
+from shipping import airflow_tuning, localpg
 from shipping.connections import ledger_connection, warehouse_connection
 from shipping.settings import (
     AIRFLOW_ADMIN_USER,
@@ -380,6 +380,8 @@ class Stack:
                 ),
             }
         )
+        env.update(airflow_tuning.airflow_env(self.env))
+        airflow_tuning.write_local_settings(home, self.env)
         return env
 
     def _run(self, argv: list[str], env: Mapping[str, str], name: str) -> None:

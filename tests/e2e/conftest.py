@@ -25,6 +25,7 @@ import pytest
 
 from shipping import localpg
 from shipping.airflow_api import AirflowClient
+from shipping.bench import prepare_dags_folder
 from shipping.settings import (
     AIRFLOW_ADMIN_USER,
     AIRFLOW_DATABASE,
@@ -85,6 +86,8 @@ def live_stack(
     env = {
         **os.environ,
         "SHIPPING_STACK_DIR": str(tmp_path_factory.mktemp("stack")),
+        # order_intake and the benchmark's DAGs (tests/e2e/test_bench.py runs them tiny).
+        "SHIPPING_DAGS_FOLDER": str(prepare_dags_folder(tmp_path_factory.mktemp("dags"))),
         "SHIPPING_POSTGRES_URL": postgres_server_url,
         "SHIPPING_DATABASE_PREFIX": prefix,
         "SHIPPING_AIRFLOW_PORT": str(port),
