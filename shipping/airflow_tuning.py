@@ -36,6 +36,8 @@ PARALLELISM: Final = 8
 PREIMPORTS: Final = (
     "airflow.sdk",
     "airflow.sdk.execution_time.task_runner",
+    "airflow.dag_processing.dagbag",  # the task re-parses its DAG file with it
+    "airflow.sdk.bases.decorator",
     "airflow.sdk.definitions.retry_policy",
     "airflow.providers.standard.decorators.python",
     "airflow.providers.standard.operators.python",
