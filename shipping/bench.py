@@ -113,30 +113,47 @@ def prepare_dags_folder(folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------------ the meter
-def _stack_processes(stack: Stack, state: StackState) -> list[psutil.Process]:
-    """Every live process of the stack: each service's tree, and its own PostgreSQL's."""
-    roots = list(state.pids.values())
+def _service_roots(stack: Stack, state: StackState) -> dict[str, int]:
+    """The root process of each service, its own PostgreSQL's postmaster included."""
+    roots = dict(state.pids)
     pidfile = stack.dir / "postgres" / "postmaster.pid"
     if state.embedded_postgres and pidfile.exists():
         with contextlib.suppress(ValueError, OSError):
-            roots.append(int(pidfile.read_text().split()[0]))
+            roots["postgres"] = int(pidfile.read_text().split()[0])
+    return roots
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    return []
+
+
+def _stack_processes(stack: Stack, state: StackState) -> list[psutil.Process]:
+    """Every live process of the stack: each service's tree, and its own PostgreSQL's."""
     found: dict[int, psutil.Process] = {}
-    for pid in roots:
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(pid)
-            for proc in (root, *root.children(recursive=True)):
-                found[proc.pid] = proc
+    for pid in _service_roots(stack, state).values():
+        found.update((proc.pid, proc) for proc in _tree(pid))
     return list(found.values())
+
+
+def stack_cpu_by_service(stack: Stack, state: StackState) -> dict[str, float]:
+    """CPU seconds spent so far by each service's processes and their reaped children."""
+    spent: dict[str, float] = {}
+    for name, pid in _service_roots(stack, state).items():
+        total = 0.0
+        for proc in _tree(pid):
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        spent[name] = total
+    return spent
 
 
 def stack_cpu_seconds(stack: Stack, state: StackState) -> float:
     """CPU seconds spent so far by the stack's processes and their reaped children."""
-    total = 0.0
-    for proc in _stack_processes(stack, state):
-        with contextlib.suppress(psutil.Error):
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
+    return sum(stack_cpu_by_service(stack, state).values())
 
 
 def stack_pss_bytes(stack: Stack, state: StackState) -> int:
@@ -157,6 +174,7 @@ class Sample:
     lines: int
     seconds: float
     cpu_seconds: float
+    cpu_by_service: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -213,13 +231,14 @@ class Runner:
     def measure(self, variant: str, lines: int, orders: int = 1) -> Sample:
         """Run ``orders`` orders of ``lines`` lines as ``variant``; time and CPU to done."""
         tag = f"b{uuid.uuid4().hex[:10]}"
-        cpu0 = stack_cpu_seconds(self.stack, self.state)
+        cpu0 = stack_cpu_by_service(self.stack, self.state)
         started = time.monotonic()
         dag_id, expected = self._trigger(variant, tag, lines, orders)
         self._wait(dag_id, tag, expected)
         seconds = time.monotonic() - started
-        cpu = stack_cpu_seconds(self.stack, self.state) - cpu0
-        return Sample(variant, lines * orders, seconds, cpu)
+        cpu1 = stack_cpu_by_service(self.stack, self.state)
+        by_service = {name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1}
+        return Sample(variant, lines * orders, seconds, sum(by_service.values()), by_service)
 
     def _trigger(self, variant: str, tag: str, lines: int, orders: int) -> tuple[str, int]:
         docs = [sample_order(f"{tag}-{k}", lines) for k in range(orders)]
@@ -382,6 +401,7 @@ def markdown(results: Results) -> str:
             f"| {row['lines_per_s']:.2f} | {row['cpu_per_line']:.3f} "
             f"| {_fmt(row['time_ratio'], '.2f')}x | {_fmt(row['cpu_ratio'], '.2f')}x |"
         )
+    out += _cpu_breakdown(results)
     out += [
         "",
         f"Idle stack: {results.idle_pss_mb:.0f} MB PSS after the warm-up, "
@@ -391,6 +411,32 @@ def markdown(results: Results) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _cpu_breakdown(results: Results) -> list[str]:
+    """Where the stack's CPU went, per line, by service (medians), at the largest size."""
+    size = max(results.sizes)
+    samples = [s for s in results.samples if s.lines == size and s.cpu_by_service]
+    services = sorted({name for s in samples for name in s.cpu_by_service})
+    if not samples:
+        return []
+    out = [
+        "",
+        f"Where the stack's CPU goes at {size} lines (CPU ms per line, medians; `scheduler` "
+        "holds the task processes, which the LocalExecutor forks):",
+        "",
+        "| variant | " + " | ".join(services) + " |",
+        "|---|" + "---:|" * len(services),
+    ]
+    for variant in VARIANTS:
+        mine = [s for s in samples if s.variant == variant]
+        if mine:
+            cells = [
+                f"{1000 * statistics.median(s.cpu_by_service.get(n, 0.0) for s in mine) / size:.0f}"
+                for n in services
+            ]
+            out.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
+    return out
 
 
 def chart(results: Results, path: Path) -> None:

@@ -75,3 +75,12 @@ def test_the_bench_stack_is_its_own(tmp_path: Path) -> None:
     assert "SHIPPING_POSTGRES_URL" not in env
     assert env["SHIPPING_DAGS_FOLDER"] == str(tmp_path / "dags")
     assert int(env["SHIPPING_WAREHOUSE_PORT"]) == int(env["SHIPPING_AIRFLOW_PORT"]) + 1
+
+
+def test_the_report_shows_where_the_cpu_goes_by_service() -> None:
+    """Per-service CPU per line is tabled for the largest size, when it was measured."""
+    results = _results()
+    results.samples[0].cpu_by_service = {"scheduler": 4.0, "warehouse": 1.5}
+    text = bench.markdown(results)
+    assert "| variant | scheduler | warehouse |" in text
+    assert "| product (order_intake) | 400 | 150 |" in text
