@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -45,7 +46,11 @@ def _free(port: int) -> bool:
 
 def _free_airflow_port() -> int:
     """A port p with p, p+1 and Airflow's two log-server ports (p+713, p+714) free."""
-    for base in range(18080, 19000, 10):
+    # From a random start: test sessions of other clones on the same machine scan too, and
+    # two that pick the same free ports at once would meet each other's stack.
+    bases = list(range(18080, 19000, 10))
+    start = random.randrange(len(bases))
+    for base in bases[start:] + bases[:start]:
         if all(_free(p) for p in (base, base + 1, base + 713, base + 714)):
             return base
     raise RuntimeError("no free ports for the test stack")
