@@ -17,15 +17,21 @@ FROM apache/airflow:3.3.2-python3.11
 # As the image's airflow user, with Airflow pinned so that no requirement can move it
 # (the official image's guidance for adding packages); the lock pins the same version.
 COPY --from=requirements /tmp/requirements.txt /tmp/requirements.txt
-RUN uv pip install --no-cache "apache-airflow==3.3.2" -r /tmp/requirements.txt
+# Bytecode compiled now: every task process would otherwise compile what it imports.
+RUN uv pip install --no-cache --compile-bytecode "apache-airflow==3.3.2" -r /tmp/requirements.txt
 
 # The project's own packages; their dependencies are all in place already.
 COPY --chown=airflow:0 pyproject.toml README.md /tmp/project/
 COPY --chown=airflow:0 shipping /tmp/project/shipping
 COPY --chown=airflow:0 warehouse_mock /tmp/project/warehouse_mock
-RUN uv pip install --no-cache --no-deps /tmp/project && rm -rf /tmp/project
+RUN uv pip install --no-cache --compile-bytecode --no-deps /tmp/project && rm -rf /tmp/project
 
 COPY --chown=airflow:0 dags /opt/airflow/dags
+
+# The scheduler pre-imports what every task needs, so its forked task processes inherit it
+# (shipping/ops/airflow_tuning.py; the local stack writes the same file).
+RUN python -c "from pathlib import Path; from shipping.ops.airflow_tuning import write_local_settings; \
+write_local_settings(Path('/opt/airflow'), {})"
 
 # Holds SimpleAuthManager's password file on a volume (airflow-init writes it, the API
 # server reads it); made here so that a new volume belongs to the airflow user.

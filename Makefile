@@ -21,7 +21,7 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.installed: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 ## Lint, format and types.
@@ -71,9 +71,9 @@ down: install
 status: install
 	$(VENV)/bin/python -m shipping.ops.stack status
 
-## Trigger -> SHIPPED latency for orders of 1, 10 and 100 lines on the local stack.
+## The comparison benchmark on its own stack (docs/benchmark.md); ARGS="--sizes 10 100 --repeat 3".
 bench: install
-	$(VENV)/bin/python -m shipping.ops.bench
+	$(VENV)/bin/python -m shipping.ops.bench $(ARGS)
 
 clean: down
 	rm -rf $(VENV) $(TOOLS) .stack

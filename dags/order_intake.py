@@ -93,7 +93,9 @@ def order_intake() -> None:
     def finalize_order(order: dict[str, Any], results: Any) -> dict[str, Any]:
         from shipping import pipeline
 
-        return pipeline.finalize(ledger(), order["order_id"], list(results))
+        # One slice fetches every result in one call; iterating the lazy sequence would
+        # ask the API once per line (1000 calls for a 1000-line order).
+        return pipeline.finalize(ledger(), order["order_id"], results[:])
 
     lines = register_order()
     order = lines["order"]

@@ -46,4 +46,7 @@ ENVIRONMENT_VARIABLES: Final[Mapping[str, str]] = {
     "SHIPPING_AIRFLOW_PORT": "port of the local Airflow API and UI (default 8080)",
     "SHIPPING_WAREHOUSE_PORT": "port of the local warehouse (default 8081)",
     "SHIPPING_DATABASE_PREFIX": "prefix of the stack's database names on a shared server",
+    "SHIPPING_DAGS_FOLDER": "DAG folder of the local stack (default dags/; the benchmark's own)",
+    "SHIPPING_AIRFLOW_TUNING": "the stack's Airflow tuning levers: off, all, or preimport,settings",
+    "SHIPPING_BENCH_POSTGRES_URL": "PostgreSQL server for `make bench` (default: its own)",
 }

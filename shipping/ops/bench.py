@@ -1,72 +1,539 @@
-"""``make bench``: trigger -> ``SHIPPED`` latency on the local stack.
+"""``make bench``: the product against the patterns it replaces, on one stack.
 
-Posts orders of 1, 10 and 100 lines over Airflow's REST API, one at a time, and measures
-from the moment the trigger is answered to the moment the ledger shows the order
-``SHIPPED`` (polled every 0.2 s). Starts the stack if it is not up and stops it after.
+Four variants of the same work, measured interleaved (A B C D A B C D ...) on one stack,
+each ``--repeat`` times per size, medians reported:
 
-``python -m shipping.ops.bench [--sizes 1 10 100] [--repeat 3]``
+* ``product``: one ``order_intake`` run (1 -> N mapped ``ship_item`` -> 1);
+* ``noop``: ``bench_noop_fanout``, the same shape doing nothing (Airflow's own cost);
+* ``line_runs``: one run of ``bench_line_run`` per line, shipping with the project's code;
+* ``loop``: one run of ``bench_loop``, one task shipping every line in turn.
+
+Plus a burst: ``--burst`` orders of ``--burst-lines`` lines triggered at once, against the
+same burst of no-op fan-outs. Each measurement runs from the first trigger to the last run's
+success and records the CPU seconds the stack's processes spent meanwhile (every process
+of every service, PostgreSQL included when it is the stack's own; finished task processes
+are counted through their parents). The idle stack's memory (PSS) is measured before and
+after the load.
+
+The comparison DAGs live in ``bench/dags/``: the benchmark's stack (its own folder
+``.stack-bench/`` and ports, so it never meets a developer's stack) loads them beside
+``dags/order_intake.py`` from a DAG folder of its own. Results go to ``docs/benchmark.md``,
+``docs/benchmark.json`` and ``docs/img/benchmark.png``.
+
+``python -m shipping.ops.bench [--sizes 10 100 1000] [--repeat 3] [--quick] [--out DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
+import psutil
+
+from shipping import pipeline
 from shipping.contract import AIRFLOW_ADMIN_USER, DAG_ID
-from shipping.ledger import Ledger, OrderState
+from shipping.ledger import Ledger
 from shipping.ops.airflow_api import AirflowClient, TriggerStatus
 from shipping.ops.samples import sample_order
 from shipping.ops.stack import Stack, running_stack
-from shipping.ops.state import StackState
+from shipping.ops.state import PROJECT_ROOT, StackState
 from shipping.order import run_id_for
 
-POLL_S = 0.2
-TIMEOUT_S = 600.0
+BENCH_DAGS = PROJECT_ROOT / "bench" / "dags"
+PRODUCT_DAG_FILE = PROJECT_ROOT / "dags" / "order_intake.py"
+NOOP_DAG, LINE_RUN_DAG, LOOP_DAG = "bench_noop_fanout", "bench_line_run", "bench_loop"
+VARIANTS = ("product", "noop", "line_runs", "loop")
+LABELS = {
+    "product": "product (order_intake)",
+    "noop": "no-op fan-out",
+    "line_runs": "one DAG run per line",
+    "loop": "one task looping",
+}
+POLL_S = 0.5
+TIMEOUT_S = 1800.0
+SETTLE_S = 10.0
 
 
-def time_order(api: AirflowClient, ledger: Ledger, lines: int) -> float:
-    """Seconds from an order's accepted trigger to ``SHIPPED`` in the ledger."""
-    doc = sample_order(f"BENCH-{uuid.uuid4().hex[:10]}", lines)
-    outcome = api.trigger(DAG_ID, run_id_for(doc["order_id"]), doc)
-    started = time.monotonic()
-    if outcome.status is not TriggerStatus.ACCEPTED:
-        raise RuntimeError(f"trigger refused: {outcome.reason}")
-    while time.monotonic() - started < TIMEOUT_S:
-        status = ledger.get_order(doc["order_id"])
-        if status is not None and status.state == OrderState.SHIPPED:
-            return time.monotonic() - started
-        time.sleep(POLL_S)
-    raise TimeoutError(f"order of {lines} lines not SHIPPED after {TIMEOUT_S:.0f} s")
+# --------------------------------------------------------------------------- the stack
+def bench_env(base: Mapping[str, str], directory: Path) -> dict[str, str]:
+    """The environment of the benchmark's own stack: its folder, free ports, its DAG folder.
+
+    Its PostgreSQL is its own (embedded) so that its CPU is the stack's, unless
+    ``SHIPPING_BENCH_POSTGRES_URL`` names a server to use instead.
+    """
+    env = {k: v for k, v in base.items() if k != "SHIPPING_POSTGRES_URL"}
+    if base.get("SHIPPING_BENCH_POSTGRES_URL"):
+        env["SHIPPING_POSTGRES_URL"] = base["SHIPPING_BENCH_POSTGRES_URL"]
+        env["SHIPPING_DATABASE_PREFIX"] = "bench_"
+    port = _free_airflow_port()
+    env.update(
+        {
+            "SHIPPING_STACK_DIR": str(directory),
+            "SHIPPING_AIRFLOW_PORT": str(port),
+            "SHIPPING_WAREHOUSE_PORT": str(port + 1),
+            "SHIPPING_DAGS_FOLDER": str(prepare_dags_folder(directory / "dags")),
+        }
+    )
+    return env
 
 
-def run(state: StackState, sizes: list[int], repeat: int) -> None:
-    """Time each size ``repeat`` times and print a table."""
-    ledger = Ledger.from_url(state.ledger_url)
-    with AirflowClient(state.airflow_url, AIRFLOW_ADMIN_USER, state.admin_password) as api:
-        time_order(api, ledger, 1)  # warm-up: the first run pays for cold caches
-        print(f"{'lines':>5}  {'runs':>4}  {'median s':>8}  {'min s':>6}  {'max s':>6}")
-        for size in sizes:
-            seconds = [time_order(api, ledger, size) for _ in range(repeat)]
-            print(
-                f"{size:>5}  {repeat:>4}  {statistics.median(seconds):>8.1f}  "
-                f"{min(seconds):>6.1f}  {max(seconds):>6.1f}",
-                flush=True,
-            )
-    ledger.dispose()
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _free_airflow_port() -> int:
+    """A port p with p, p+1 and Airflow's two log-server ports (p+713, p+714) free."""
+    for base in range(8180, 9000, 10):
+        if all(_free(p) for p in (base, base + 1, base + 713, base + 714)):
+            return base
+    raise RuntimeError("no free ports for the benchmark's stack")
+
+
+def prepare_dags_folder(folder: Path) -> Path:
+    """A DAG folder holding ``order_intake`` and the comparison DAGs (copied afresh)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.py"):
+        old.unlink()
+    for source in (PRODUCT_DAG_FILE, *sorted(BENCH_DAGS.glob("*.py"))):
+        shutil.copy2(source, folder / source.name)
+    return folder
+
+
+# ------------------------------------------------------------------------ the meter
+def _service_roots(stack: Stack, state: StackState) -> dict[str, int]:
+    """The root process of each service, its own PostgreSQL's postmaster included."""
+    roots = dict(state.pids)
+    pidfile = stack.dir / "postgres" / "postmaster.pid"
+    if state.embedded_postgres and pidfile.exists():
+        with contextlib.suppress(ValueError, OSError):
+            roots["postgres"] = int(pidfile.read_text().split()[0])
+    return roots
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    return []
+
+
+def _stack_processes(stack: Stack, state: StackState) -> list[psutil.Process]:
+    """Every live process of the stack: each service's tree, and its own PostgreSQL's."""
+    found: dict[int, psutil.Process] = {}
+    for pid in _service_roots(stack, state).values():
+        found.update((proc.pid, proc) for proc in _tree(pid))
+    return list(found.values())
+
+
+def stack_cpu_by_service(stack: Stack, state: StackState) -> dict[str, float]:
+    """CPU seconds spent so far by each service's processes and their reaped children."""
+    spent: dict[str, float] = {}
+    for name, pid in _service_roots(stack, state).items():
+        total = 0.0
+        for proc in _tree(pid):
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        spent[name] = total
+    return spent
+
+
+def stack_cpu_seconds(stack: Stack, state: StackState) -> float:
+    """CPU seconds spent so far by the stack's processes and their reaped children."""
+    return sum(stack_cpu_by_service(stack, state).values())
+
+
+def stack_pss_bytes(stack: Stack, state: StackState) -> int:
+    """Proportional set size of the stack's processes (shared pages counted once)."""
+    total = 0
+    for proc in _stack_processes(stack, state):
+        with contextlib.suppress(psutil.Error):
+            total += int(proc.memory_full_info().pss)
+    return total
+
+
+# -------------------------------------------------------------------- measurements
+@dataclass
+class Sample:
+    """One measurement: a variant at a size, its wall time and the stack's CPU."""
+
+    variant: str
+    lines: int
+    seconds: float
+    cpu_seconds: float
+    cpu_by_service: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Results:
+    """Everything one benchmark run measured, with the machine it ran on."""
+
+    machine: dict[str, Any]
+    sizes: list[int]
+    repeat: int
+    burst: tuple[int, int]
+    samples: list[Sample] = field(default_factory=list)
+    idle_pss_mb: float = 0.0
+    loaded_pss_mb: float = 0.0
+    load_average: list[float] = field(default_factory=list)
+    command: str = ""
+
+    def median(self, variant: str, lines: int, attr: str) -> float | None:
+        """Median of ``attr`` over the samples of ``variant`` at ``lines``."""
+        values = [
+            getattr(s, attr) for s in self.samples if s.variant == variant and s.lines == lines
+        ]
+        return statistics.median(values) if values else None
+
+
+def machine() -> dict[str, Any]:
+    """Cores, CPU model and memory of this machine."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+    }
+
+
+class Runner:
+    """Triggers the variants on a running stack and measures them."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        state: StackState,
+        api: AirflowClient,
+        ledger: Ledger,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.stack, self.state, self.api, self.ledger, self.echo = stack, state, api, ledger, echo
+
+    def measure(self, variant: str, lines: int, orders: int = 1) -> Sample:
+        """Run ``orders`` orders of ``lines`` lines as ``variant``; time and CPU to done."""
+        tag = f"b{uuid.uuid4().hex[:10]}"
+        cpu0 = stack_cpu_by_service(self.stack, self.state)
+        started = time.monotonic()
+        dag_id, expected = self._trigger(variant, tag, lines, orders)
+        self._wait(dag_id, tag, expected)
+        seconds = time.monotonic() - started
+        cpu1 = stack_cpu_by_service(self.stack, self.state)
+        by_service = {name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1}
+        return Sample(variant, lines * orders, seconds, sum(by_service.values()), by_service)
+
+    def _trigger(self, variant: str, tag: str, lines: int, orders: int) -> tuple[str, int]:
+        docs = [sample_order(f"{tag}-{k}", lines) for k in range(orders)]
+        if variant == "product":
+            for doc in docs:
+                self._post(DAG_ID, run_id_for(doc["order_id"]), doc)
+            return DAG_ID, orders
+        if variant == "noop":
+            for k in range(orders):
+                self._post(NOOP_DAG, f"{tag}-{k}", {"lines": lines})
+            return NOOP_DAG, orders
+        if variant == "loop":
+            for doc in docs:
+                self._post(LOOP_DAG, f"{tag}-{doc['order_id']}", doc)
+            return LOOP_DAG, orders
+        if variant == "line_runs":
+            for doc in docs:
+                registered = pipeline.register(self.ledger, doc, run_id=f"{tag}-register")
+                for line in registered["lines"]:
+                    conf = {"order_id": doc["order_id"], "ship_to": doc["ship_to"], "line": line}
+                    self._post(LINE_RUN_DAG, f"{doc['order_id']}-{line['line_id']}", conf)
+            return LINE_RUN_DAG, orders * lines
+        raise ValueError(f"unknown variant {variant!r}")
+
+    def _post(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> None:
+        outcome = self.api.trigger(dag_id, run_id, conf)
+        if outcome.status is not TriggerStatus.ACCEPTED:
+            raise RuntimeError(f"{dag_id}: trigger {run_id} refused: {outcome.reason}")
+
+    def _count(self, dag_id: str, tag: str, state: str) -> int:
+        page = self.api._json(
+            "GET",
+            f"/dags/{dag_id}/dagRuns",
+            params={"run_id_pattern": tag, "state": state, "limit": 1},
+        )
+        return int(page["total_entries"])
+
+    def _wait(self, dag_id: str, tag: str, expected: int) -> None:
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            if self._count(dag_id, tag, "success") >= expected:
+                return
+            if failed := self._count(dag_id, tag, "failed"):
+                raise RuntimeError(f"{dag_id}: {failed} run(s) of {tag} failed")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id}: runs of {tag} not done after {TIMEOUT_S:.0f} s")
+            time.sleep(POLL_S)
+
+    def pss_mb(self, settle: float) -> float:
+        """The idle stack's PSS in MB, after ``settle`` seconds of quiet."""
+        time.sleep(settle)
+        return stack_pss_bytes(self.stack, self.state) / 1e6
+
+
+def _schedule(
+    sizes: Sequence[int], repeat: int, variants: Sequence[str]
+) -> Iterator[tuple[str, int]]:
+    """Interleaved order: per size, A B C D repeated ``repeat`` times."""
+    for size in sizes:
+        for _ in range(repeat):
+            for variant in variants:
+                yield variant, size
+
+
+def run(
+    runner: Runner,
+    *,
+    sizes: Sequence[int],
+    repeat: int,
+    burst: tuple[int, int],
+    variants: Sequence[str] = VARIANTS,
+    settle: float = SETTLE_S,
+    warmup: bool = True,
+) -> Results:
+    """Warm up, then measure every variant at every size and the burst, interleaved."""
+    results = Results(machine(), list(sizes), repeat, burst)
+    echo = runner.echo
+    for variant in variants if warmup else ():  # the first run of a DAG pays for cold caches
+        runner.measure(variant, 2)
+    results.idle_pss_mb = runner.pss_mb(settle)
+    echo(f"idle stack: {results.idle_pss_mb:.0f} MB PSS")
+    for variant, size in _schedule(sizes, repeat, variants):
+        sample = runner.measure(variant, size)
+        results.samples.append(sample)
+        echo(
+            f"{LABELS[variant]:<24} {size:>5} lines  {sample.seconds:7.1f} s  "
+            f"{sample.cpu_seconds / size:6.3f} CPU s/line"
+        )
+    orders, lines = burst
+    for _ in range(repeat if orders and lines else 0):
+        for variant in ("product", "noop"):
+            sample = runner.measure(variant, lines, orders)
+            sample.variant = f"burst_{variant}"
+            results.samples.append(sample)
+            echo(f"burst {orders}x{lines} {variant:<10} {sample.seconds:7.1f} s")
+    results.loaded_pss_mb = runner.pss_mb(settle)
+    results.load_average = [round(x, 2) for x in os.getloadavg()]
+    echo(f"idle stack after the load: {results.loaded_pss_mb:.0f} MB PSS")
+    return results
+
+
+# ----------------------------------------------------------------------- reporting
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def table_rows(results: Results) -> list[dict[str, Any]]:
+    """One row per variant and size (and the burst), with ratios to the no-op fan-out."""
+    rows: list[dict[str, Any]] = []
+    groups = [(v, n, "noop") for n in results.sizes for v in VARIANTS]
+    total = results.burst[0] * results.burst[1]
+    groups += [("burst_product", total, "burst_noop"), ("burst_noop", total, "burst_noop")]
+    for variant, lines, base in groups:
+        seconds = results.median(variant, lines, "seconds")
+        cpu = results.median(variant, lines, "cpu_seconds")
+        if seconds is None or cpu is None:
+            continue
+        base_s = results.median(base, lines, "seconds")
+        base_cpu = results.median(base, lines, "cpu_seconds")
+        rows.append(
+            {
+                "variant": variant,
+                "lines": lines,
+                "seconds": seconds,
+                "lines_per_s": lines / seconds,
+                "cpu_per_line": cpu / lines,
+                "time_ratio": seconds / base_s if base_s else None,
+                "cpu_ratio": cpu / base_cpu if base_cpu else None,
+            }
+        )
+    return rows
+
+
+def markdown(results: Results) -> str:
+    """The results as the markdown page ``docs/benchmark.md``."""
+    m = results.machine
+    orders, lines = results.burst
+    label = {
+        **LABELS,
+        "burst_product": f"burst {orders} x {lines}: product",
+        "burst_noop": f"burst {orders} x {lines}: no-op fan-outs",
+    }
+    out = [
+        "# Benchmark: the product against the patterns it replaces",
+        "",
+        f"Made by `{results.command}` (medians of {results.repeat}, interleaved, one stack).",
+        f"Machine: {m['cores']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']};"
+        f" load average at the end {results.load_average} (other work shared the machine).",
+        "",
+        "Time is from the first trigger to the last run's success; CPU is the stack's "
+        "(every service's processes and their task processes, PostgreSQL included); "
+        "ratios are to the no-op fan-out of the same size (lower is better).",
+        "",
+        "| variant | lines | time | lines/s | CPU s/line | time vs no-op | CPU vs no-op |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in table_rows(results):
+        out.append(
+            f"| {label[row['variant']]} | {row['lines']} | {row['seconds']:.1f} s "
+            f"| {row['lines_per_s']:.2f} | {row['cpu_per_line']:.3f} "
+            f"| {_fmt(row['time_ratio'], '.2f')}x | {_fmt(row['cpu_ratio'], '.2f')}x |"
+        )
+    out += _cpu_breakdown(results)
+    out += [
+        "",
+        f"Idle stack: {results.idle_pss_mb:.0f} MB PSS after the warm-up, "
+        f"{results.loaded_pss_mb:.0f} MB after the load.",
+        "",
+        "![Benchmark chart](img/benchmark.png)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _cpu_breakdown(results: Results) -> list[str]:
+    """Where the stack's CPU went, per line, by service (medians), at the largest size."""
+    size = max(results.sizes)
+    samples = [s for s in results.samples if s.lines == size and s.cpu_by_service]
+    services = sorted({name for s in samples for name in s.cpu_by_service})
+    if not samples:
+        return []
+    out = [
+        "",
+        f"Where the stack's CPU goes at {size} lines (CPU ms per line, medians; `scheduler` "
+        "holds the task processes, which the LocalExecutor forks):",
+        "",
+        "| variant | " + " | ".join(services) + " |",
+        "|---|" + "---:|" * len(services),
+    ]
+    for variant in VARIANTS:
+        mine = [s for s in samples if s.variant == variant]
+        if mine:
+            cells = [
+                f"{1000 * statistics.median(s.cpu_by_service.get(n, 0.0) for s in mine) / size:.0f}"
+                for n in services
+            ]
+            out.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
+    return out
+
+
+def chart(results: Results, path: Path) -> None:
+    """Bars per size: time and CPU per line, each relative to the no-op fan-out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table_rows(results) if not r["variant"].startswith("burst")]
+    sizes = results.sizes
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / len(VARIANTS)
+    for ax, key, title in (
+        (axes[0], "time_ratio", "trigger -> done, relative to the no-op fan-out"),
+        (axes[1], "cpu_ratio", "stack CPU per line, relative to the no-op fan-out"),
+    ):
+        for i, variant in enumerate(VARIANTS):
+            values = [
+                next((r[key] for r in rows if r["variant"] == variant and r["lines"] == n), 0) or 0
+                for n in sizes
+            ]
+            xs = [k + (i - (len(VARIANTS) - 1) / 2) * width for k in range(len(sizes))]
+            ax.bar(xs, values, width, label=LABELS[variant])
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xticks(range(len(sizes)), [f"{n} lines" for n in sizes])
+        ax.set_title(title, fontsize=10)
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    m = results.machine
+    fig.suptitle(f"make bench: {m['cores']} cores, {m['cpu']}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_reports(results: Results, out: Path) -> list[Path]:
+    """Write ``benchmark.md``, ``benchmark.json`` and ``img/benchmark.png`` under ``out``."""
+    md, raw, png = out / "benchmark.md", out / "benchmark.json", out / "img" / "benchmark.png"
+    out.mkdir(parents=True, exist_ok=True)
+    md.write_text(markdown(results))
+    raw.write_text(json.dumps(asdict(results), indent=2) + "\n")
+    chart(results, png)
+    return [md, raw, png]
+
+
+# ---------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``make bench``."""
-    parser = argparse.ArgumentParser(prog="python -m shipping.ops.bench")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100])
+    parser = argparse.ArgumentParser(prog="python -m shipping.ops.bench", description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--burst", type=int, nargs=2, default=[20, 10], metavar=("ORDERS", "LINES"))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--quick", action="store_true", help="2 lines, 1 repeat, a 2x2 burst")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs")
+    parser.add_argument("--stack-dir", type=Path, default=PROJECT_ROOT / ".stack-bench")
     args = parser.parse_args(argv)
-    with running_stack(Stack()) as state:
-        run(state, args.sizes, args.repeat)
+    if args.quick:
+        args.sizes, args.repeat, args.burst = [2], 1, [2, 2]
+    env = bench_env(os.environ, args.stack_dir.resolve())
+    stack = Stack(env=env)
+    with running_stack(stack) as state:
+        ledger = Ledger.from_url(state.ledger_url)
+        with AirflowClient(state.airflow_url, AIRFLOW_ADMIN_USER, state.admin_password) as api:
+            unpause_bench_dags(api)
+            results = run(
+                Runner(stack, state, api, ledger),
+                sizes=args.sizes,
+                repeat=args.repeat,
+                burst=(args.burst[0], args.burst[1]),
+                variants=args.variants,
+                settle=2.0 if args.quick else SETTLE_S,
+            )
+        ledger.dispose()
+    results.command = "make bench" + (
+        f" ARGS='{' '.join(argv or sys.argv[1:])}'" if (argv or sys.argv[1:]) else ""
+    )
+    for path in write_reports(results, args.out):
+        print(f"wrote {path}")
     return 0
+
+
+def unpause_bench_dags(api: AirflowClient, timeout: float = 120.0) -> None:
+    """Wait for the comparison DAGs to be parsed and make sure they are unpaused."""
+    deadline = time.monotonic() + timeout
+    for dag_id in (NOOP_DAG, LINE_RUN_DAG, LOOP_DAG):
+        while True:
+            try:
+                api.unpause(dag_id)
+                break
+            except LookupError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"DAG {dag_id} did not appear; see the logs") from None
+                time.sleep(1)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ from shipping.contract import (
     WAREHOUSE_POOL_SLOTS,
     WAREHOUSE_PORT,
 )
-from shipping.ops import localpg
+from shipping.ops import airflow_tuning, localpg
 from shipping.ops.state import (
     PROJECT_ROOT,
     StackState,
@@ -519,6 +519,8 @@ class Stack:
                 ),
             }
         )
+        env.update(airflow_tuning.airflow_env(self.env))
+        airflow_tuning.write_local_settings(home, self.env)
         return env
 
     def _run(self, argv: list[str], env: Mapping[str, str], name: str) -> None:

@@ -33,6 +33,7 @@ from shipping.contract import (
 )
 from shipping.ops import localpg
 from shipping.ops.airflow_api import AirflowClient
+from shipping.ops.bench import prepare_dags_folder
 from shipping.ops.stack import Stack
 from shipping.ops.state import StackState
 from shipping.warehouse import WarehouseAdmin, WarehouseClient
@@ -95,6 +96,8 @@ def live_stack(
     env = {
         **os.environ,
         "SHIPPING_STACK_DIR": str(tmp_path_factory.mktemp("stack")),
+        # order_intake and the benchmark's DAGs (tests/e2e/test_bench.py runs them tiny).
+        "SHIPPING_DAGS_FOLDER": str(prepare_dags_folder(tmp_path_factory.mktemp("dags"))),
         "SHIPPING_POSTGRES_URL": postgres_server_url,
         "SHIPPING_DATABASE_PREFIX": prefix,
         "SHIPPING_AIRFLOW_PORT": str(port),
