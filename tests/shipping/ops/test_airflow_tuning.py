@@ -17,7 +17,7 @@ from shipping.ops.airflow_tuning import (
     write_local_settings,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
