@@ -104,11 +104,12 @@ def _free_airflow_port() -> int:
 
 
 def prepare_dags_folder(folder: Path) -> Path:
-    """A DAG folder holding ``order_intake`` and the comparison DAGs (copied afresh)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.py"):
-        old.unlink()
-    for source in (PRODUCT_DAG_FILE, *sorted(BENCH_DAGS.glob("*.py"))):
+    """A DAG folder holding the project's DAGs (with their ``dag_support``) and the
+    comparison DAGs, copied afresh."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(PRODUCT_DAG_FILE.parent, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for source in sorted(BENCH_DAGS.glob("*.py")):
         shutil.copy2(source, folder / source.name)
     return folder
 

@@ -54,16 +54,20 @@ def test_the_reports_are_a_table_raw_numbers_and_a_chart(tmp_path: Path) -> None
 
 
 def test_the_bench_dags_folder_holds_the_product_and_the_comparisons(tmp_path: Path) -> None:
-    """The benchmark's stack loads order_intake beside the comparison DAGs, afresh each time."""
+    """The benchmark's stack loads the project's DAGs beside the comparison DAGs, afresh."""
     (tmp_path / "stale.py").write_text("")
     folder = bench.prepare_dags_folder(tmp_path)
     names = sorted(p.name for p in folder.glob("*.py"))
     assert names == [
+        "amend_order_line.py",
         "bench_line_run.py",
         "bench_loop.py",
         "bench_noop_fanout.py",
         "order_intake.py",
+        "reconcile_ledger.py",
     ]
+    assert (folder / "dag_support" / "defaults.py").exists()
+    assert (folder / ".airflowignore").exists()
 
 
 def test_the_bench_stack_is_its_own(tmp_path: Path) -> None:
