@@ -131,10 +131,15 @@ def test_reconcile_of_an_unknown_order_says_so(ledger: Ledger, client: Warehouse
         check_order(ledger, client, "NOPE-1")
 
 
-def test_a_refused_line_fixed_then_shipped_keeps_its_key(
-    ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
+def refuse_then_amend(
+    ledger: Ledger,
+    client: WarehouseClient,
+    warehouse: WarehouseHandle,
+    order: dict[str, Any],
+    action: Amendment,
+    **new: Any,
 ) -> None:
-    """Refused, fixed with a new SKU, shipped: one shipment, under the line's own key."""
+    """The warehouse refuses line 1 (a final failure), then an operator amends it."""
     warehouse.set_faults(reject_skus=[order["items"][0]["sku"]])
     with pytest.raises(SkuRefused):
         ship(ledger, client, order, 0)
@@ -144,11 +149,18 @@ def test_a_refused_line_fixed_then_shipped_keeps_its_key(
         client,
         order_id=order["order_id"],
         line_id="1",
-        action=Amendment.FIX,
+        action=action,
         actor="ada",
-        reason="renamed",
-        sku="MUG-BLUE",
+        reason="an operator's reason",
+        **new,
     )
+
+
+def test_a_refused_line_fixed_then_shipped_keeps_its_key(
+    ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
+) -> None:
+    """Refused, fixed with a new SKU, shipped: one shipment, under the line's own key."""
+    refuse_then_amend(ledger, client, warehouse, order, Amendment.FIX, sku="MUG-BLUE")
     result = ship(ledger, client, order, 0)  # the task still holds the old SKU in its XCom
     [shipment] = warehouse.shipments(order["order_id"])
     assert (result["sku"], shipment["sku"], shipment["idempotency_key"]) == (
@@ -162,19 +174,7 @@ def test_a_cancelled_line_is_never_posted(
     ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
 ) -> None:
     """The task of a cancelled line succeeds without a request; the order finalizes."""
-    warehouse.set_faults(reject_skus=[order["items"][0]["sku"]])
-    with pytest.raises(SkuRefused):
-        ship(ledger, client, order, 0)
-    warehouse.clear_faults()
-    amend_line(
-        ledger,
-        client,
-        order_id=order["order_id"],
-        line_id="1",
-        action=Amendment.CANCEL,
-        actor="ada",
-        reason="out of stock",
-    )
+    refuse_then_amend(ledger, client, warehouse, order, Amendment.CANCEL)
     results = [ship(ledger, client, order, 0), ship(ledger, client, order, 1)]
     assert results[0]["state"] == "CANCELLED"
     summary = pipeline.finalize(ledger, order["order_id"], results)
