@@ -36,7 +36,8 @@ Exceptions (none is worth an immediate retry: the data must change first)::
     ├── OrderRejected        the order was rejected; it stays rejected
     ├── OrderNotFound        no such order, or no such line in it
     ├── OrderIncomplete      finalize: some lines are not shipped yet (names them)
-    └── ShipmentMismatch     a shipped line reported again under another shipment id
+    ├── ShipmentMismatch     a shipped line reported again under another shipment id
+    └── AmendmentRefused     an operator's fix or cancel is not allowed (says why)
 """
 
 from __future__ import annotations

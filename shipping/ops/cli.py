@@ -29,6 +29,7 @@ from typing import Any
 import requests
 import sqlalchemy.exc
 
+from shipping import errors
 from shipping.contract import DAG_ID
 from shipping.errors import LedgerError, OrderNotFound, WarehouseError
 from shipping.ops.airflow_api import AirflowApiError, AirflowClient, TriggerStatus
@@ -39,14 +40,6 @@ from shipping.order import InvalidOrder, content_hash, parse_order, run_id_for
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_OPERATOR, EXIT_DRIFT_OR_TIMEOUT = 0, 1, 2, 3, 4
 SHIP_TASK, REDUCER_TASK = "ship_item", "finalize_order"
-#: Errors a retry cannot cure: the line must be fixed or cancelled (or reconciled).
-FINAL_ERRORS = (
-    "SkuRefused",
-    "InvalidShipmentRequest",
-    "IdempotencyKeyMismatch",
-    "RequestNotSent",
-    "WarehouseRejected",
-)
 WATCH_POLL_S = 2.0
 
 
@@ -299,7 +292,13 @@ def _commands_for(order_id: str, failed: list[Any]) -> list[str]:
 
 
 def _is_final(error: str | None) -> bool:
-    return bool(error) and str(error).split(":", 1)[0] in (*FINAL_ERRORS, "ShipmentConflict")
+    """Whether a line's last error (``"<ErrorClass>: ..."``) is one a retry cannot cure.
+
+    The error tree of :mod:`shipping.errors` decides, as it does for the pipeline: a
+    :class:`~shipping.errors.WarehouseRejected` is final, anything else may pass.
+    """
+    cls = getattr(errors, str(error or "").split(":", 1)[0], None)
+    return isinstance(cls, type) and issubclass(cls, errors.WarehouseRejected)
 
 
 def watch(
