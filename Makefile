@@ -62,8 +62,11 @@ demo: install
 	$(VENV)/bin/python -m shipping.ops.demo
 
 ## Start / stop / show the local stack (background, 127.0.0.1 only).
+## Celery mode: make up EXECUTOR=celery WORKERS=N (on a running Celery stack, WORKERS=N
+## adds workers or gracefully stops the extra ones).
 up: install
-	$(VENV)/bin/python -m shipping.ops.stack up
+	$(if $(EXECUTOR),SHIPPING_EXECUTOR=$(EXECUTOR)) $(if $(WORKERS),SHIPPING_CELERY_WORKERS=$(WORKERS)) \
+		$(VENV)/bin/python -m shipping.ops.stack up
 
 down: install
 	$(VENV)/bin/python -m shipping.ops.stack down

@@ -59,6 +59,8 @@ from shipping.contract import (
     WAREHOUSE_PORT,
 )
 from shipping.ops import airflow_tuning, localpg
+from shipping.ops.executor import WORKER_NAME_VAR, ExecutorSettings, redis_server_binary
+from shipping.ops.settings import SettingsError
 from shipping.ops.state import (
     PROJECT_ROOT,
     StackState,
@@ -79,6 +81,11 @@ START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
 #: Airflow's scheduler health check server (its own default port, moved with the stack).
 SCHEDULER_HEALTH_PORT = 8974
+#: The stack's own Redis in Celery mode (beside the health check; moves with the stack).
+REDIS_PORT = 8975
+#: How long a worker stopped on purpose may take to finish the lines it runs (Celery's warm
+#: shutdown) before supervisord kills it.
+WORKER_STOP_WAIT_S = 300
 
 #: Airflow settings for fast recovery (read in the 3.3.2 source). A task's supervisor
 #: heartbeats every 5 s (``[workers] min_heartbeat_interval``); after 30 s without one the
@@ -110,8 +117,9 @@ class Ports:
 
     airflow: int = AIRFLOW_PORT
     warehouse: int = WAREHOUSE_PORT
-    # Moves with the Airflow port, so that two stacks do not collide.
+    # Move with the Airflow port, so that two stacks do not collide.
     scheduler_health: int = SCHEDULER_HEALTH_PORT
+    redis: int = REDIS_PORT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
@@ -119,12 +127,14 @@ class Ports:
         airflow = _port(env, "SHIPPING_AIRFLOW_PORT", AIRFLOW_PORT)
         warehouse = _port(env, "SHIPPING_WAREHOUSE_PORT", WAREHOUSE_PORT)
         health = SCHEDULER_HEALTH_PORT + airflow - AIRFLOW_PORT
-        if not 1024 <= health <= 65535:
+        redis = REDIS_PORT + airflow - AIRFLOW_PORT
+        if not 1024 <= health <= redis <= 65535:
             raise StackError(
-                f"SHIPPING_AIRFLOW_PORT={airflow} puts the scheduler's health check on "
-                f"{health}, outside 1024-65535; choose a port below {65535 - 894}"
+                f"SHIPPING_AIRFLOW_PORT={airflow} puts the scheduler's health check and "
+                f"Redis on {health} and {redis}, outside 1024-65535; choose a port below "
+                f"{65535 - (REDIS_PORT - AIRFLOW_PORT)}"
             )
-        return cls(airflow, warehouse, health)
+        return cls(airflow, warehouse, health, redis)
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -149,6 +159,11 @@ class Program:
     stop_signal: str = "TERM"
     #: Seconds a start must stay up to count as started.
     start_s: int = 3
+    #: Send the stop signal to the whole process group. A Celery worker gets it alone: its
+    #: warm shutdown lets the tasks it runs finish (their processes must not be signalled).
+    stop_as_group: bool = True
+    #: Seconds after the stop signal before the process group is killed.
+    stop_wait_s: int = 20
 
 
 def _ini(value: str) -> str:
@@ -211,8 +226,8 @@ def supervisord_config(directory: Path, logs: Path, programs: Sequence[Program])
             f"startsecs={program.start_s}",
             "startretries=5",
             f"stopsignal={program.stop_signal}",
-            "stopwaitsecs=20",
-            "stopasgroup=true",
+            f"stopwaitsecs={program.stop_wait_s}",
+            f"stopasgroup={str(program.stop_as_group).lower()}",
             "killasgroup=true",
             "redirect_stderr=true",
             f"stdout_logfile={_ini(str(logs / f'{program.name}.log'))}",
@@ -241,6 +256,10 @@ class Stack:
         self.dir = directory or stack_dir(self.env)
         self.logs = self.dir / "logs"
         self.ports = Ports.from_env(self.env)
+        try:
+            self.executor = ExecutorSettings.from_env(self.env)
+        except SettingsError as exc:
+            raise StackError(str(exc)) from None
         # Several stacks (a developer's and the tests') can share one PostgreSQL server.
         self.db_prefix = self.env.get("SHIPPING_DATABASE_PREFIX", "")
         self.echo = echo
@@ -276,7 +295,7 @@ class Stack:
         if swept := self.supervisor.sweep_dead():
             self.echo(f"supervisord had died; stopped {len(swept)} process(es) it left behind.")
         self._stop_legacy(state)
-        for port in (self.ports.airflow, self.ports.warehouse, self.ports.scheduler_health):
+        for port in self._listening_ports(self.executor):
             if _port_open(port):
                 raise StackError(f"port {port} on {HOST} is already in use by another program")
         started = time.monotonic()
@@ -290,19 +309,27 @@ class Stack:
         self.echo(f"The stack is up ({time.monotonic() - started:.0f} s).\n{self.describe(state)}")
         return state
 
+    def _listening_ports(self, executor: ExecutorSettings) -> list[int]:
+        ports = [self.ports.airflow, self.ports.warehouse, self.ports.scheduler_health]
+        if executor.celery and executor.redis_url is None:
+            ports.append(self.ports.redis)
+        return ports
+
     def _up_fresh(self) -> StackState:
         embedded = not self.env.get("SHIPPING_POSTGRES_URL")
         pg = localpg.prepare(self.dir / "postgres") if embedded else None
-        programs = self._programs(pg)
-        write_private(self.supervisor.config, supervisord_config(self.dir, self.logs, programs))
+        self._write_supervisord_config(pg, self.executor)
         self.supervisor.start_daemon(self._base_env())
         if pg is not None:
             self.echo("Starting the project's own PostgreSQL ...")
             self._start_postgres()
         state = self._prepare(pg.url if pg is not None else None)
         self._save(state)
+        if self.executor.celery and self.executor.redis_url is None:
+            self.echo("Starting the Redis broker ...")
+            self.supervisor.start("redis")
         env = self._airflow_env(state)
-        self._write_env_files(state)
+        self._write_env_files(state, self.executor)
         self.echo("Migrating Airflow's database ...")
         self._run(["airflow", "db", "migrate"], env, "airflow-migrate")
         for pool, slots in BOOTSTRAP_POOLS.items():
@@ -313,7 +340,7 @@ class Stack:
             )
         self._run(["airflow", "dags", "reserialize"], env, "airflow-reserialize")
         self.echo("Starting the warehouse and Airflow ...")
-        for name in ("warehouse", *AIRFLOW_COMPONENTS):
+        for name in ("warehouse", *AIRFLOW_COMPONENTS, *self.executor.worker_names()):
             self.supervisor.start(name)
         self._wait_healthy(state)
         self._unpause(state)
@@ -322,6 +349,7 @@ class Stack:
         return state
 
     def _up_missing(self, state: StackState) -> StackState:
+        self._scale_workers(state)
         missing = [s.name for s in self.services() if s.state not in UP_STATES]
         if not missing:
             self._wait_healthy(state)
@@ -341,13 +369,64 @@ class Stack:
         self.echo(f"The stack is up.\n{self.describe(state)}")
         return state
 
+    def _running_executor(self, state: StackState) -> ExecutorSettings:
+        """The executor settings for a stack that runs: what the environment leaves unset
+        keeps the value the stack was started with."""
+        started = {
+            "SHIPPING_EXECUTOR": state.executor,
+            "SHIPPING_CELERY_WORKERS": str(state.celery_workers or ""),
+            "SHIPPING_CELERY_CONCURRENCY": str(state.celery_concurrency or ""),
+            "SHIPPING_REDIS_URL": "" if state.embedded_redis else state.broker_url,
+        }
+        merged = started | {k: v for k, v in self.env.items() if k in started and v}
+        try:
+            return ExecutorSettings.from_env(merged)
+        except SettingsError as exc:
+            raise StackError(str(exc)) from None
+
+    def _scale_workers(self, state: StackState) -> None:
+        """Add or gracefully stop Celery workers to match ``SHIPPING_CELERY_WORKERS``."""
+        wanted = self._running_executor(state)
+        if wanted.kind != state.executor:
+            raise StackError(
+                f"the stack runs with the {state.executor} executor; stop it (make down) "
+                f"before starting it with the {wanted.kind} executor"
+            )
+        if wanted.concurrency != state.celery_concurrency and state.executor == "celery":
+            raise StackError(
+                f"the workers run with {state.celery_concurrency} slots each; stop the stack "
+                "(make down) to change SHIPPING_CELERY_CONCURRENCY"
+            )
+        if not wanted.celery or wanted.workers == state.celery_workers:
+            return
+        pg = localpg.prepare(self.dir / "postgres") if state.embedded_postgres else None
+        self._write_supervisord_config(pg, wanted)
+        self._write_env_files(state, wanted)
+        added, removed = self.supervisor.reload()
+        for name in removed:
+            self.echo(f"Stopping {name} (it finishes the lines it runs first) ...")
+        self.supervisor.remove(removed)
+        for name in added:
+            self.echo(f"Adding {name} ...")
+            self.supervisor.start(name)
+        state.celery_workers = wanted.workers
+        self._save(state)
+
+    def _write_supervisord_config(
+        self, pg: localpg.ServerCommand | None, executor: ExecutorSettings
+    ) -> None:
+        programs = self._programs(pg, executor)
+        write_private(self.supervisor.config, supervisord_config(self.dir, self.logs, programs))
+
     def _start_postgres(self) -> None:
         self.supervisor.start("postgres")
         pgdata = self.dir / "postgres"
         if not _wait_until(lambda: localpg.is_ready(pgdata), 60):
             raise StackError(f"PostgreSQL is not ready; see {self.logs / 'postgres.log'}")
 
-    def _programs(self, pg: localpg.ServerCommand | None) -> list[Program]:
+    def _programs(
+        self, pg: localpg.ServerCommand | None, executor: ExecutorSettings
+    ) -> list[Program]:
         run = self.supervisor.run_dir
         airflow = str(Path(sys.executable).parent / "airflow")
         programs = []
@@ -355,6 +434,8 @@ class Stack:
             programs.append(
                 Program("postgres", pg.argv, user=pg.user, stop_signal="INT", start_s=1)
             )
+        if executor.celery and executor.redis_url is None:
+            programs.append(Program("redis", self._redis_argv(), start_s=1))
         programs.append(
             Program(
                 "warehouse",
@@ -375,17 +456,77 @@ class Stack:
             if component in ("scheduler", "triggerer"):
                 argv.append("--skip-serve-logs")  # its log server binds every interface
             programs.append(Program(component, argv, env_file=run / "airflow.env.json"))
+        for name in executor.worker_names():
+            argv = [
+                airflow,
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{name}@%h",
+                "--concurrency",
+                str(executor.concurrency),
+                # Its log server binds every interface; on one machine the UI reads the
+                # task logs from the shared folder (see Ports).
+                "--skip-serve-logs",
+            ]
+            programs.append(
+                Program(
+                    name,
+                    argv,
+                    env_file=run / f"{name}.env.json",
+                    start_s=5,
+                    stop_as_group=False,
+                    stop_wait_s=WORKER_STOP_WAIT_S,
+                )
+            )
         return programs
 
-    def _write_env_files(self, state: StackState) -> None:
+    def _redis_argv(self) -> list[str]:
+        """The stack's own Redis: loopback, a password, every write on disk before it is
+        answered (a broker restarted mid-order loses no queued task)."""
+        data = self.dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        secrets_file = self.dir / "redis.secret"
+        if not secrets_file.exists():
+            write_private(secrets_file, secrets.token_urlsafe(24))
+        # The password goes in a config file, not on the command line (ps shows it).
+        config = data / "redis.conf"
+        write_private(config, f"requirepass {secrets_file.read_text().strip()}\n")
+        return [
+            redis_server_binary(self.env),
+            str(config),
+            "--bind",
+            HOST,
+            "--port",
+            str(self.ports.redis),
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+        ]
+
+    def _own_redis_url(self) -> str:
+        password = (self.dir / "redis.secret").read_text().strip()
+        return f"redis://:{password}@{HOST}:{self.ports.redis}"
+
+    def _write_env_files(self, state: StackState, executor: ExecutorSettings) -> None:
         """Each service's environment beyond supervisord's own, for the exec wrapper (0600)."""
         base = self._base_env()
         run = self.supervisor.run_dir
-        for name, env in (
-            ("warehouse", self._warehouse_env(state)),
-            ("airflow", self._airflow_env(state)),
-        ):
-            extra = {k: v for k, v in env.items() if base.get(k) != v}
+        airflow = self._airflow_env(state)
+        envs = {"warehouse": self._warehouse_env(state), "airflow": airflow}
+        for name in executor.worker_names():
+            envs[name] = worker_env(airflow) | {WORKER_NAME_VAR: name}
+        for name, env in envs.items():
+            extra: dict[str, str | None] = {k: v for k, v in env.items() if base.get(k) != v}
+            # What supervisord's own environment holds but this service must not see.
+            extra |= dict.fromkeys(base.keys() - env.keys())
             write_private(run / f"{name}.env.json", json.dumps(extra, indent=2))
 
     def describe(self, state: StackState) -> str:
@@ -442,7 +583,13 @@ class Stack:
                 "WAREHOUSE_ADMIN_TOKEN": admin_token,
             }[var]
             self.echo(f"Generated {var}={value}")
+        executor = self.executor
         return StackState(
+            executor=executor.kind,
+            celery_workers=executor.workers if executor.celery else 0,
+            celery_concurrency=executor.concurrency if executor.celery else 0,
+            broker_url=(executor.redis_url or self._own_redis_url()) if executor.celery else "",
+            embedded_redis=executor.celery and executor.redis_url is None,
             airflow_url=f"http://{HOST}:{self.ports.airflow}",
             warehouse_url=f"http://{HOST}:{self.ports.warehouse}",
             admin_password=admin_password,
@@ -490,7 +637,9 @@ class Stack:
                 "AIRFLOW_HOME": str(home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": (
+                    "CeleryExecutor" if state.executor == "celery" else "LocalExecutor"
+                ),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_ADMIN_USER}:admin",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
@@ -519,6 +668,8 @@ class Stack:
                 ),
             }
         )
+        if state.executor == "celery":
+            env.update(celery_settings(state.broker_url, state.celery_concurrency))
         env.update(airflow_tuning.airflow_env(self.env))
         airflow_tuning.write_local_settings(home, self.env)
         return env
@@ -536,7 +687,7 @@ class Stack:
 
     def _wait_healthy(self, state: StackState) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
-        pending = {"warehouse", "airflow"}
+        pending = {"warehouse", "airflow"} | ({"broker"} if state.executor == "celery" else set())
         while True:
             services = self.services()
             if not services:
@@ -551,6 +702,8 @@ class Stack:
                 pending.discard("warehouse")
             if "airflow" in pending and _airflow_healthy(state.airflow_url):
                 pending.discard("airflow")
+            if "broker" in pending and _redis_healthy(state.broker_url):
+                pending.discard("broker")
             if not pending and all(s.running for s in services):
                 return
             if time.monotonic() > deadline:
@@ -587,7 +740,7 @@ class Stack:
         if state is not None:
             state.pids.clear()
             self._save(state)
-        for port in (self.ports.airflow, self.ports.warehouse, self.ports.scheduler_health):
+        for port in self._listening_ports(self.executor):
             _wait_until(lambda p=port: not _port_open(p), STOP_TIMEOUT_S)  # type: ignore[misc]
         if not quiet:
             self.echo(f"Stopped: {', '.join(stopped)}." if stopped else "Nothing was running.")
@@ -672,6 +825,46 @@ def _airflow_healthy(base_url: str) -> bool:
     return response.status_code == 200 and all(
         (body.get(p) or {}).get("status") == "healthy" for p in parts
     )
+
+
+def _redis_healthy(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+#: What a Celery worker is not given: Airflow's metadata database (workers talk to the API
+#: server's Execution API instead, and could run on a machine that cannot reach it).
+WORKER_WITHHELD = frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"})
+
+
+def worker_env(airflow_env: Mapping[str, str]) -> dict[str, str]:
+    """A Celery worker's environment: the Airflow components' minus what it must not have."""
+    return {k: v for k, v in airflow_env.items() if k not in WORKER_WITHHELD}
+
+
+def celery_settings(broker_url: str, concurrency: int) -> dict[str, str]:
+    """Airflow's settings for the CeleryExecutor with a Redis broker (every component).
+
+    Redis is the broker and the result backend: a worker then needs the broker and the
+    API server, never Airflow's database (Airflow's default result backend is that
+    database). Celery acknowledges a task when it ends (Airflow's default), so a task
+    whose worker died is not lost; its instance is failed by the heartbeat timeout and
+    retried (RECOVERY_SETTINGS).
+    """
+    return {
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": broker_url,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "shipping.ops.executor.hostname",
+    }
 
 
 def _wait_until(check: Callable[[], bool], timeout: float) -> bool:

@@ -28,6 +28,15 @@ class StackState:
     ledger_url: str
     postgres_url: str
     embedded_postgres: bool
+    #: ``local`` or ``celery`` (``SHIPPING_EXECUTOR`` when the stack was started).
+    executor: str = "local"
+    #: Celery mode: how many workers run, and the task slots of each.
+    celery_workers: int = 0
+    celery_concurrency: int = 0
+    #: Celery mode: the Redis the stack uses as broker and result backend (with password).
+    broker_url: str = ""
+    #: Whether that Redis is the stack's own (a supervised service) or SHIPPING_REDIS_URL's.
+    embedded_redis: bool = False
     #: Each service's pid when ``up`` last returned (``status`` asks supervisord for now).
     pids: dict[str, int] = field(default_factory=dict)
 

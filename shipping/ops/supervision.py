@@ -205,6 +205,24 @@ class Supervisor:
             if "NOT_RUNNING" not in fault.faultString:
                 raise SupervisorError(f"{name} did not stop: {fault.faultString}") from None
 
+    def reload(self) -> tuple[list[str], list[str]]:
+        """Re-read the configuration file and add its new programs (not started).
+
+        Returns:
+            The programs added and the programs no longer configured (still running:
+            :meth:`remove` stops and drops them).
+        """
+        [[added, _changed, removed]] = self._call("reloadConfig")
+        for name in added:
+            self._call("addProcessGroup", name)
+        return [str(n) for n in added], [str(n) for n in removed]
+
+    def remove(self, names: Iterable[str]) -> None:
+        """Stop each service (waiting for its stop to complete) and forget it."""
+        for name in names:
+            self.stop(name)
+            self._call("removeProcessGroup", name)
+
     def _call(self, method: str, *args: Any) -> Any:
         """One XML-RPC call on the control socket (``supervisor.<method>``)."""
         # A heavy import, only where supervisord is talked to.
@@ -292,7 +310,12 @@ def exec_service(
         sweep_orphans(session=os.getsid(0), supervisor_pid=os.getppid())
     env = dict(os.environ)
     if env_file is not None:
-        env.update(json.loads(env_file.read_text()))
+        # A null value removes the variable from what supervisord passed on.
+        for key, value in json.loads(env_file.read_text()).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
     if user is not None:
         from shipping.ops.localpg import exec_as
 

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from supervisor.datatypes import RestartUnconditionally
 
+from shipping.ops.executor import ExecutorSettings
 from shipping.ops.stack import (
     AIRFLOW_COMPONENTS,
     RECOVERY_SETTINGS,
+    WORKER_STOP_WAIT_S,
     Ports,
     Program,
     Stack,
@@ -40,14 +42,29 @@ def stack_at(tmp_path: Path, **env: str) -> Stack:
     return Stack(directory=tmp_path, env=env, echo=lambda _: None)
 
 
-def programs(tmp_path: Path, embedded: bool = True) -> list[Program]:
-    stack = stack_at(tmp_path)
+CELERY = ExecutorSettings("celery", workers=3, concurrency=2)
+CELERY_STATE = StackState(
+    **{
+        **json.loads(STATE.to_json()),
+        "executor": "celery",
+        "celery_workers": 3,
+        "celery_concurrency": 2,
+        "broker_url": "redis://:pw@127.0.0.1:8975",
+        "embedded_redis": True,
+    }
+)
+
+
+def programs(
+    tmp_path: Path, embedded: bool = True, executor: ExecutorSettings | None = None
+) -> list[Program]:
+    stack = stack_at(tmp_path, PATH="/usr/bin:/bin")
     pg = None
     if embedded:
         from shipping.ops.localpg import ServerCommand
 
         pg = ServerCommand(["/pg/bin/postgres", "-D", "/data"], "pgserver", "postgresql://x")
-    return stack._programs(pg)
+    return stack._programs(pg, executor or ExecutorSettings())
 
 
 def parsed(tmp_path: Path, progs: list[Program]) -> Any:
@@ -165,18 +182,18 @@ def test_airflow_notices_a_dead_task_within_half_a_minute(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("airflow", "warehouse", "expected"),
     [
-        ({}, {}, Ports(8080, 8081, 8974)),
+        ({}, {}, Ports(8080, 8081, 8974, 8975)),
         (
             {"SHIPPING_AIRFLOW_PORT": "18080"},
             {"SHIPPING_WAREHOUSE_PORT": "18081"},
-            Ports(18080, 18081, 18974),
+            Ports(18080, 18081, 18974, 18975),
         ),
     ],
 )
 def test_ports_move_with_the_stack_settings(
     airflow: dict[str, str], warehouse: dict[str, str], expected: Ports
 ) -> None:
-    """Two stacks on other Airflow ports get other health check ports too."""
+    """Two stacks on other Airflow ports get other health check and Redis ports too."""
     assert Ports.from_env({**airflow, **warehouse}) == expected
 
 
@@ -211,3 +228,98 @@ def test_status_of_a_stack_that_never_ran_is_not_running(tmp_path: Path) -> None
     assert stack.status() == 1
     assert stack.running() == {}
     assert "not running" in said[0]
+
+
+# === Celery mode =========================================================================
+
+
+def test_celery_mode_adds_redis_and_one_program_per_worker(tmp_path: Path) -> None:
+    """The broker and worker-1..N are services of their own beside Airflow's."""
+    options = parsed(tmp_path, programs(tmp_path, executor=CELERY))
+    names = {group.name for group in options.process_group_configs}
+    workers = {"worker-1", "worker-2", "worker-3"}
+    assert names == {"postgres", "redis", "warehouse", *AIRFLOW_COMPONENTS, *workers}
+
+
+def test_no_redis_program_when_an_existing_redis_is_given(tmp_path: Path) -> None:
+    """SHIPPING_REDIS_URL: the stack starts no broker of its own."""
+    executor = ExecutorSettings("celery", workers=1, redis_url="redis://cache:6379/0")
+    names = {p.name for p in programs(tmp_path, executor=executor)}
+    assert "redis" not in names
+    assert "worker-1" in names
+
+
+def test_a_stopped_worker_finishes_its_tasks_before_it_is_killed(tmp_path: Path) -> None:
+    """SIGTERM reaches the worker alone (Celery's warm shutdown), the group is killed late."""
+    options = parsed(tmp_path, programs(tmp_path, executor=CELERY))
+    for group in options.process_group_configs:
+        (proc,) = group.process_configs
+        if proc.name.startswith("worker-"):
+            assert proc.stopasgroup is False
+            assert proc.killasgroup is True
+            assert proc.stopwaitsecs == WORKER_STOP_WAIT_S
+            assert proc.autorestart is RestartUnconditionally
+
+
+def test_each_worker_has_its_own_celery_name_and_no_log_server(tmp_path: Path) -> None:
+    """worker-N@host for Celery; no log server (it would bind every interface)."""
+    argv = {p.name: p.argv for p in programs(tmp_path, executor=CELERY)}
+    for name in ("worker-1", "worker-2", "worker-3"):
+        assert argv[name][1:3] == ["celery", "worker"]
+        assert argv[name][argv[name].index("--celery-hostname") + 1] == f"{name}@%h"
+        assert argv[name][argv[name].index("--concurrency") + 1] == "2"
+        assert "--skip-serve-logs" in argv[name]
+
+
+def test_the_stack_redis_listens_on_loopback_and_writes_every_change_to_disk(
+    tmp_path: Path,
+) -> None:
+    """127.0.0.1 at the stack's Redis port, append-only with fsync; password not in argv."""
+    (redis,) = [p for p in programs(tmp_path, executor=CELERY) if p.name == "redis"]
+    argv = redis.argv
+    assert argv[argv.index("--bind") + 1] == "127.0.0.1"
+    assert argv[argv.index("--port") + 1] == "8975"
+    assert argv[argv.index("--appendfsync") + 1] == "always"
+    password = (tmp_path / "redis.secret").read_text().strip()
+    assert password not in " ".join(argv)
+    assert f"requirepass {password}" in Path(argv[1]).read_text()
+
+
+def test_celery_mode_configures_every_airflow_component_for_redis(tmp_path: Path) -> None:
+    """CeleryExecutor, Redis as broker and result backend, worker names as host names."""
+    env = stack_at(tmp_path)._airflow_env(CELERY_STATE)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == CELERY_STATE.broker_url
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == CELERY_STATE.broker_url
+    assert env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "2"
+    assert env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] == "shipping.ops.executor.hostname"
+
+
+def test_a_worker_gets_no_metadata_database_but_its_own_name(tmp_path: Path) -> None:
+    """A worker's environment file holds no database URL, even one supervisord has."""
+    stack = Stack(
+        directory=tmp_path,
+        env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://leaked/airflow"},
+        echo=lambda _: None,
+    )
+    stack._write_env_files(CELERY_STATE, CELERY)
+    worker = json.loads((stack.supervisor.run_dir / "worker-2.env.json").read_text())
+    airflow = json.loads((stack.supervisor.run_dir / "airflow.env.json").read_text())
+    assert worker["SHIPPING_WORKER_NAME"] == "worker-2"
+    assert worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] is None  # removed by the wrapper
+    assert worker["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
+    assert airflow["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+
+
+def test_the_local_executor_stays_the_default(tmp_path: Path) -> None:
+    """Without SHIPPING_EXECUTOR: LocalExecutor, no broker, no workers."""
+    env = stack_at(tmp_path)._airflow_env(STATE)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert not any(k.startswith("AIRFLOW__CELERY__") for k in env)
+    assert {p.name for p in programs(tmp_path)} == {"postgres", "warehouse", *AIRFLOW_COMPONENTS}
+
+
+def test_a_bad_executor_setting_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    """The stack refuses to build with SHIPPING_EXECUTOR=kubernetes."""
+    with pytest.raises(StackError, match="SHIPPING_EXECUTOR"):
+        stack_at(tmp_path, SHIPPING_EXECUTOR="kubernetes")

@@ -83,6 +83,20 @@ def test_the_exec_wrapper_counts_starts_and_applies_the_environment_file(tmp_pat
     assert Supervisor(tmp_path).starts("demo") == 2
 
 
+def test_a_null_in_the_environment_file_removes_the_variable(tmp_path: Path) -> None:
+    """A service can be kept from a variable that supervisord's own environment holds."""
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps({"SHIPPING_TEST_SECRET": None}))
+    command = [
+        *(sys.executable, "-m", "shipping.ops.supervision", "exec"),
+        *("--run-dir", str(tmp_path / "run"), "--env-file", str(env_file), "demo", "--"),
+        *(sys.executable, "-c", "import os; print(os.environ.get('SHIPPING_TEST_SECRET'))"),
+    ]
+    env = {**os.environ, "SHIPPING_TEST_SECRET": "held-by-supervisord"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "None"
+
+
 def test_a_supervisor_that_never_ran_has_no_pid_and_no_services(tmp_path: Path) -> None:
     """No pid file: not alive, no services, nothing to shut down or sweep."""
     supervisor = Supervisor(tmp_path)
