@@ -39,7 +39,10 @@ ENVIRONMENT_VARIABLES: Final[Mapping[str, str]] = {
     "WAREHOUSE_DATABASE_URL": "the warehouse service's own database",
     "WAREHOUSE_FAULTS": "faults the warehouse starts with (JSON)",
     "SHIPPING_AIRFLOW_URL": "Airflow API base URL used by the shipping command",
-    "SHIPPING_LEDGER_URL": "ledger database URL used by the shipping command (default: the stack's)",
+    "SHIPPING_LEDGER_URL": (
+        "ledger database URL: where the stack keeps the ledger and the shipping command"
+        " reads it (default: a database on the stack's PostgreSQL)"
+    ),
     "SHIPPING_WAREHOUSE_URL": "warehouse URL used by the shipping command (default: the stack's)",
     "SHIPPING_OPERATOR": "who amends a line with `shipping fix` / `cancel` (default: the login)",
     "SHIPPING_STACK_DIR": "folder of the local stack's state and logs (default .stack/)",
@@ -49,4 +52,9 @@ ENVIRONMENT_VARIABLES: Final[Mapping[str, str]] = {
     "SHIPPING_DAGS_FOLDER": "DAG folder of the local stack (default dags/; the benchmark's own)",
     "SHIPPING_AIRFLOW_TUNING": "the stack's Airflow tuning levers: off, all, or preimport,settings",
     "SHIPPING_BENCH_POSTGRES_URL": "PostgreSQL server for `make bench` (default: its own)",
+    "SHIPPING_EXECUTOR": "the local stack's executor: local (default) or celery",
+    "SHIPPING_CELERY_WORKERS": "Celery mode: how many workers the stack runs (default 2)",
+    "SHIPPING_CELERY_CONCURRENCY": "Celery mode: task slots per worker (default 4)",
+    "SHIPPING_REDIS_URL": "Celery mode: an existing Redis as broker (default: the stack's own)",
+    "SHIPPING_WORKER_NAME": "a Celery worker's name, recorded with the host in each task it runs",
 }

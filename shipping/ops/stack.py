@@ -566,9 +566,19 @@ class Stack:
         )
 
         server = embedded_url or self.env["SHIPPING_POSTGRES_URL"]
-        for database in (AIRFLOW_DATABASE, LEDGER_DATABASE, WAREHOUSE_DATABASE):
+        for database in (AIRFLOW_DATABASE, WAREHOUSE_DATABASE):
             localpg.ensure_database(server, self.db_prefix + database)
-        ledger_url = make_url(server).set(database=self.db_prefix + LEDGER_DATABASE)
+        if self.env.get("SHIPPING_LEDGER_URL"):
+            # The ledger on a server of its own (workers on other machines reach it, and
+            # only it): the database is created there if missing.
+            ledger_url = make_url(self.env["SHIPPING_LEDGER_URL"])
+            ledger_server = ledger_url.set(database="postgres")
+            localpg.ensure_database(
+                ledger_server.render_as_string(hide_password=False), str(ledger_url.database)
+            )
+        else:
+            ledger_url = make_url(server).set(database=self.db_prefix + LEDGER_DATABASE)
+            localpg.ensure_database(server, self.db_prefix + LEDGER_DATABASE)
 
         from shipping.ledger import Ledger
 
@@ -687,7 +697,10 @@ class Stack:
 
     def _wait_healthy(self, state: StackState) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
-        pending = {"warehouse", "airflow"} | ({"broker"} if state.executor == "celery" else set())
+        pending = {"warehouse", "airflow"}
+        workers = {s.name for s in self.services() if s.name.startswith("worker-")}
+        if state.executor == "celery":
+            pending |= {"broker", *workers}
         while True:
             services = self.services()
             if not services:
@@ -704,6 +717,8 @@ class Stack:
                 pending.discard("airflow")
             if "broker" in pending and _redis_healthy(state.broker_url):
                 pending.discard("broker")
+            if "broker" not in pending and pending & workers:
+                pending -= _workers_answering(state.broker_url)
             if not pending and all(s.running for s in services):
                 return
             if time.monotonic() > deadline:
@@ -825,6 +840,21 @@ def _airflow_healthy(base_url: str) -> bool:
     return response.status_code == 200 and all(
         (body.get(p) or {}).get("status") == "healthy" for p in parts
     )
+
+
+def _workers_answering(broker_url: str) -> set[str]:
+    """The stack's workers that answer a Celery ping through the broker (ready for tasks)."""
+    from celery import Celery
+
+    app = Celery(broker=broker_url)
+    try:
+        replies = app.control.ping(timeout=1.0)
+    except Exception:  # the broker is coming up or going down: nobody answers
+        logger.debug("Celery ping failed", exc_info=True)
+        return set()
+    finally:
+        app.close()
+    return {name.partition("@")[0] for reply in replies for name in reply}
 
 
 def _redis_healthy(url: str) -> bool:

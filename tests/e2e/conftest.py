@@ -9,6 +9,7 @@ interfaces: Airflow's REST API, the warehouse's HTTP API and the ``shipping`` co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -48,7 +49,7 @@ def _free(port: int) -> bool:
 
 
 def _free_airflow_port() -> int:
-    """A port p with p, p+1 and the scheduler's health check port (p+894) free.
+    """A port p with p, p+1, the scheduler's health check (p+894) and Redis (p+895) free.
 
     Tried in random order: a second test session on the machine (another checkout) must
     not take the ports this one's stack frees while a lifecycle test restarts it.
@@ -56,7 +57,7 @@ def _free_airflow_port() -> int:
     bases = list(range(18080, 19000, 10))
     random.shuffle(bases)
     for base in bases:
-        if all(_free(p) for p in (base, base + 1, base + 894)):
+        if all(_free(p) for p in (base, base + 1, base + 894, base + 895)):
             return base
     raise RuntimeError("no free ports for the test stack")
 
@@ -86,11 +87,11 @@ class LiveStack:
         return doc
 
 
-@pytest.fixture(scope="session")
-def live_stack(
-    tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str
+@contextlib.contextmanager
+def started_stack(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str, **settings: str
 ) -> Iterator[LiveStack]:
-    """The whole system, up and healthy, for the session."""
+    """A stack of its own (folder, ports, databases), up until the block ends."""
     port = _free_airflow_port()
     prefix = f"e2e_{uuid.uuid4().hex[:8]}_"
     env = {
@@ -105,6 +106,8 @@ def live_stack(
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
         "WAREHOUSE_API_TOKEN": secrets.token_urlsafe(16),
         "WAREHOUSE_ADMIN_TOKEN": secrets.token_urlsafe(16),
+        "SHIPPING_EXECUTOR": "local",
+        **settings,
     }
     stack = Stack(env=env, echo=lambda _: None)
     state = stack.up()
@@ -119,6 +122,15 @@ def live_stack(
         stack.down(quiet=True)
         for name in (AIRFLOW_DATABASE, LEDGER_DATABASE, WAREHOUSE_DATABASE):
             localpg.drop_database(postgres_server_url, prefix + name)
+
+
+@pytest.fixture(scope="session")
+def live_stack(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str
+) -> Iterator[LiveStack]:
+    """The whole system, up and healthy, for the session."""
+    with started_stack(tmp_path_factory, postgres_server_url) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -1,0 +1,54 @@
+"""What the e2e tests that disturb a running order share: post it slowed, wait, check it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from shipping.contract import DAG_ID
+from shipping.ops.samples import sample_order
+from shipping.ops.stack import Stack
+from shipping.ops.supervision import ServiceInfo
+from shipping.order import run_id_for
+from tests.e2e.conftest import LiveStack
+
+RUN_TIMEOUT_S = 400
+LATENCY_MS = 5000
+
+
+def services(stack: LiveStack) -> dict[str, ServiceInfo]:
+    return {s.name: s for s in Stack(env=stack.env, echo=lambda _: None).services()}
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.25)
+    return result
+
+
+def start_slow_order(stack: LiveStack, lines: int, latency_ms: int = LATENCY_MS) -> dict[str, Any]:
+    """Post an order whose warehouse calls each take ``latency_ms``; return it once a line runs."""
+    stack.admin.set_faults(latency_ms=latency_ms)
+    doc = sample_order(f"HEAL-{uuid.uuid4().hex[:10]}", lines)
+    stack.api.trigger(DAG_ID, run_id_for(doc["order_id"]), doc)
+    wait_for(lambda: running_lines(stack, doc), 120, "a running ship_item")
+    return doc
+
+
+def running_lines(stack: LiveStack, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    instances = stack.api.mapped_instances(DAG_ID, run_id_for(doc["order_id"]), "ship_item")
+    return [ti for ti in instances if ti["state"] == "running" and ti.get("pid")]
+
+
+def assert_completed_once(stack: LiveStack, doc: dict[str, Any]) -> None:
+    run = stack.api.wait_for_run(DAG_ID, run_id_for(doc["order_id"]), timeout=RUN_TIMEOUT_S)
+    assert run["state"] == "success"
+    shipped = Counter(s["line_id"] for s in stack.warehouse.list_shipments(doc["order_id"]))
+    assert shipped == Counter({item["line_id"]: 1 for item in doc["items"]})
+    assert stack.status(doc["order_id"])["state"] == "SHIPPED"

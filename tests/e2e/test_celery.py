@@ -1,0 +1,183 @@
+"""The same pipeline on CeleryExecutor: a stack of its own with Redis and two workers.
+
+The stack is the one ``make up EXECUTOR=celery WORKERS=2`` starts, with two task slots
+per worker so that a small order needs both. Each test posts an order whose warehouse
+calls are slowed (the ``latency_ms`` fault) so that something is in flight when a worker
+or the broker is disturbed, and checks from the outside what users rely on: the order
+completes, with exactly one warehouse shipment per line. Recovery times are recorded as
+test properties (the README quotes them), not asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from shipping.contract import DAG_ID
+from shipping.ops.stack import Stack
+from shipping.order import run_id_for
+from tests.e2e.conftest import LiveStack, started_stack
+from tests.e2e.support import (
+    RUN_TIMEOUT_S,
+    assert_completed_once,
+    services,
+    start_slow_order,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+SLOTS_PER_WORKER = 2
+
+
+@pytest.fixture(scope="module")
+def celery(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str
+) -> Iterator[LiveStack]:
+    """A Celery stack (own Redis, worker-1 and worker-2) for this module's tests."""
+    with started_stack(
+        tmp_path_factory,
+        postgres_server_url,
+        SHIPPING_EXECUTOR="celery",
+        SHIPPING_CELERY_WORKERS="2",
+        SHIPPING_CELERY_CONCURRENCY=str(SLOTS_PER_WORKER),
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture
+def stack(celery: LiveStack) -> Iterator[LiveStack]:
+    """The module's Celery stack, with the warehouse's faults reset after each test."""
+    yield celery
+    celery.admin.reset_faults()
+
+
+def ship_items(stack: LiveStack, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return stack.api.mapped_instances(DAG_ID, run_id_for(doc["order_id"]), "ship_item")
+
+
+def worker_of(ti: dict[str, Any]) -> str:
+    """The stack's worker named in a task instance's host name (``worker-2@host``)."""
+    return str(ti.get("hostname") or "").partition("@")[0]
+
+
+def scale(stack: LiveStack, workers: int) -> list[str]:
+    """``make up WORKERS=n`` on the running stack; what it said."""
+    said: list[str] = []
+    Stack(env={**stack.env, "SHIPPING_CELERY_WORKERS": str(workers)}, echo=said.append).up()
+    return said
+
+
+def test_the_stack_runs_a_broker_and_two_workers_that_status_lists(stack: LiveStack) -> None:
+    """`make status` shows redis, worker-1 and worker-2 running, and exits 0."""
+    said: list[str] = []
+    assert Stack(env=stack.env, echo=said.append).status() == 0
+    table = "\n".join(said)
+    for name in ("redis", "worker-1", "worker-2"):
+        assert services(stack)[name].running
+        assert f"  {name} " in table
+    assert stack.state.executor == "celery"
+
+
+def test_an_order_is_spread_over_both_workers_each_named_in_its_lines(stack: LiveStack) -> None:
+    """Every line records the worker that ran it; both workers took lines; one shipment each."""
+    doc = start_slow_order(stack, 4 * SLOTS_PER_WORKER, latency_ms=2000)
+    assert_completed_once(stack, doc)
+    instances = ship_items(stack, doc)
+    assert {worker_of(ti) for ti in instances} == {"worker-1", "worker-2"}
+    assert all(ti["hostname"].startswith("worker-") for ti in instances)
+
+
+def test_a_worker_added_mid_order_takes_lines_and_a_stopped_one_finishes_its_own_first(
+    stack: LiveStack,
+) -> None:
+    """WORKERS=3 mid-order: worker-3 runs lines; WORKERS=2: it stops only after they succeed."""
+    # Long enough that lines are still waiting once worker-3 is ready (`up` returns then).
+    doc = start_slow_order(stack, 32, latency_ms=8000)
+    said = scale(stack, 3)
+    assert "Adding worker-3 ..." in said
+    on_new = wait_for(
+        lambda: [
+            ti
+            for ti in ship_items(stack, doc)
+            if worker_of(ti) == "worker-3" and ti["state"] == "running"
+        ],
+        RUN_TIMEOUT_S,
+        "a line running on the added worker-3",
+    )
+    stack.admin.reset_faults()
+    said = scale(stack, 2)  # returns once worker-3 has stopped
+    assert any(line.startswith("Stopping worker-3") for line in said)
+    assert "worker-3" not in services(stack)
+    finished = {ti["map_index"]: ti for ti in ship_items(stack, doc)}
+    for ti in on_new:
+        # Finished by worker-3 itself, on its first try: the stop interrupted nothing.
+        assert finished[ti["map_index"]]["state"] == "success"
+        assert finished[ti["map_index"]]["try_number"] == 1
+        assert worker_of(finished[ti["map_index"]]) == "worker-3"
+    assert_completed_once(stack, doc)
+    assert all(ti["try_number"] == 1 for ti in ship_items(stack, doc))
+
+
+def test_the_broker_restarted_mid_order_loses_nothing_and_ships_nothing_twice(
+    stack: LiveStack, record_property: Callable[[str, object], None]
+) -> None:
+    """kill -9 of Redis while lines are queued and running: it comes back, the order completes."""
+    doc = start_slow_order(stack, 10, latency_ms=3000)
+    before = services(stack)
+    os.kill(before["redis"].pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(
+        lambda: (s := services(stack)["redis"]).running and s.pid != before["redis"].pid,
+        60,
+        "a new Redis process",
+    )
+    record_property("broker_kill_to_process_s", round(time.monotonic() - killed_at, 1))
+    assert_completed_once(stack, doc)
+    assert all(ti["state"] == "success" for ti in ship_items(stack, doc))
+
+
+def test_a_worker_killed_mid_order_loses_no_line_and_ships_none_twice(
+    stack: LiveStack, record_property: Callable[[str, object], None]
+) -> None:
+    """kill -9 of worker-1 and its task processes: its lines run again elsewhere, once each."""
+    doc = start_slow_order(stack, 8, latency_ms=5000)
+    lost = wait_for(
+        lambda: [
+            ti
+            for ti in ship_items(stack, doc)
+            if worker_of(ti) == "worker-1" and ti["state"] == "running"
+        ],
+        RUN_TIMEOUT_S,
+        "a line running on worker-1",
+    )
+    victim = services(stack)["worker-1"]
+    tree = psutil.Process(victim.pid)
+    processes = [tree, *tree.children(recursive=True)]
+    for proc in processes:  # the whole machine's share of the work, as if it lost power
+        proc.kill()
+    killed_at = time.monotonic()
+    stack.admin.reset_faults()
+    lost_indexes = {ti["map_index"] for ti in lost}
+
+    def lost_lines_running_again() -> bool:
+        again = [
+            ti
+            for ti in ship_items(stack, doc)
+            if ti["map_index"] in lost_indexes
+            and ti["try_number"] > 1
+            and ti["state"] in ("running", "success")
+        ]
+        return len(again) == len(lost_indexes)
+
+    wait_for(lost_lines_running_again, RUN_TIMEOUT_S, "the lost lines to run again")
+    record_property("worker_kill_to_lines_running_s", round(time.monotonic() - killed_at, 1))
+    assert_completed_once(stack, doc)
+    # supervisord brought the worker back by itself.
+    assert wait_for(lambda: services(stack)["worker-1"].running, 60, "worker-1 back")
+    assert services(stack)["worker-1"].pid != victim.pid
