@@ -731,14 +731,18 @@ class Stack:
         from shipping.ops.airflow_api import AirflowClient
 
         with AirflowClient(state.airflow_url, AIRFLOW_ADMIN_USER, state.admin_password) as api:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while True:
                 try:
                     api.unpause(DAG_ID)
                     return
-                except LookupError:
+                except (LookupError, requests.ConnectionError, requests.Timeout) as exc:
+                    # Not parsed yet, or an API server too busy to answer in time (a
+                    # loaded machine): ask again.
                     if time.monotonic() > deadline:
-                        raise StackError(f"DAG {DAG_ID} did not appear; see the logs") from None
+                        raise StackError(
+                            f"DAG {DAG_ID} could not be unpaused ({exc}); see the logs"
+                        ) from None
                     time.sleep(1)
 
     # -------------------------------------------------------------------- down
