@@ -34,6 +34,27 @@ def test_defaults_apply_when_only_the_tokens_are_set() -> None:
     assert settings.faults == FaultConfig()
 
 
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "WAREHOUSE_CLIENTS",
+        "WAREHOUSE_DATABASE_URL",
+        "WAREHOUSE_FAULTS",
+        "WAREHOUSE_RETENTION_HOURS",
+        "WAREHOUSE_INFLIGHT_LEASE_SECONDS",
+    ],
+)
+def test_an_empty_optional_variable_means_its_default(variable: str) -> None:
+    """An empty value (compose passes ``WAREHOUSE_FAULTS=``) is the same as an unset one."""
+    assert Settings.from_env(env(**{variable: ""})) == Settings.from_env(env())
+
+
+def test_a_client_token_listed_twice_is_kept_once() -> None:
+    """Repeating a token in WAREHOUSE_API_TOKEN is harmless; it is listed once."""
+    settings = Settings.from_env(env(**{API: f"{CLIENT_TOKEN},{CLIENT_TOKEN}"}))
+    assert settings.api_tokens == (CLIENT_TOKEN,)
+
+
 def test_comma_separated_client_tokens_are_all_accepted() -> None:
     """WAREHOUSE_API_TOKEN may list several client tokens, spaces around commas ignored."""
     settings = Settings.from_env(env(**{API: "client-token-one, client-token-two"}))
@@ -76,6 +97,7 @@ def test_missing_token_variable_is_named(variable: str) -> None:
     "token",
     [
         "",
+        " ",
         "changeme",
         "CHANGEME",
         "change-me-warehouse-api-token",
@@ -89,12 +111,21 @@ def test_placeholder_empty_or_short_token_is_refused(variable: str, token: str) 
     """Tokens that anyone could guess, or that cannot travel in a header, are refused."""
     error = refusal(env(**{variable: token}))
     assert error.variable == variable
+    assert str(error).startswith(variable)
+
+
+@pytest.mark.parametrize("token", ["short7!", "has a space", "change-me-warehouse-api-token"])
+def test_a_refused_token_is_not_repeated_in_the_message(token: str) -> None:
+    """The error, which is logged, never shows the value of a token."""
+    error = refusal(env(**{ADMIN: token}))
+    assert token not in str(error)
 
 
 def test_admin_token_equal_to_a_client_token_is_refused() -> None:
     """The admin token must not also be a client token."""
     error = refusal(env(**{ADMIN: CLIENT_TOKEN}))
     assert error.variable == ADMIN
+    assert "must differ from every client token" in str(error)
 
 
 @pytest.mark.parametrize("value", ["23.9", "0", "-48", "nan", "inf", "two days"])
@@ -116,6 +147,7 @@ def test_unusable_database_url_is_refused(value: str) -> None:
     """A database URL SQLAlchemy cannot use is refused at start, not at the first request."""
     error = refusal(env(WAREHOUSE_DATABASE_URL=value))
     assert error.variable == "WAREHOUSE_DATABASE_URL"
+    assert "not a usable SQLAlchemy database URL" in str(error)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +192,7 @@ def test_further_clients_are_read_from_warehouse_clients() -> None:
         ('{"default": ["other-token-1a2b3c"]}', "client id 'default'"),
         ('{"bad id": ["other-token-1a2b3c"]}', "client id 'bad id'"),
         ('{"shop": []}', "has no token"),
-        (f'{{"shop": ["{CLIENT_TOKEN}"]}}', "shares a token"),
+        (f'{{"shop": ["{CLIENT_TOKEN}"]}}', "client 'shop' shares a token"),
         ('{"shop": ["change-me"]}', "placeholder"),
     ],
 )
