@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = Settings.from_env()
+        settings = Settings()
     except SettingsError as exc:
         logger.error("invalid settings: %s", exc)
         return EXIT_CONFIG_ERROR

@@ -91,11 +91,11 @@ def authenticate(
         client
         for client, tokens in settings.clients.items()
         for candidate in tokens
-        if _same(token, candidate)
+        if _same(token, candidate.get_secret_value())
     ]
     if matches:
         return Caller("client", matches[0])
-    if _same(token, settings.admin_token):
+    if _same(token, settings.admin_token.get_secret_value()):
         return Caller("admin")
     raise ProblemError(
         problems.UNAUTHORIZED,
@@ -413,7 +413,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Keys were scoped per token before they were per client: move those rows over.
         legacy_scopes = {
-            legacy_token_scope(token): client
+            legacy_token_scope(token.get_secret_value()): client
             for client, tokens in settings.clients.items()
             for token in tokens
         }

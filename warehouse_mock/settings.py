@@ -10,39 +10,36 @@
 | ``WAREHOUSE_RETENTION_HOURS`` | how long stored responses are replayed (>= 24) | 48 |
 | ``WAREHOUSE_INFLIGHT_LEASE_SECONDS`` | how long an in-flight claim blocks its key | 30 |
 
-Every error raised here is a :class:`SettingsError` whose message starts with the name of
-the variable at fault.
+An empty variable counts as unset. ``Settings()`` reads the environment (pydantic-settings);
+keyword arguments, as in tests, take precedence over it. Every error raised is a
+:class:`SettingsError` whose message starts with the name of the variable at fault.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Final
+from typing import Annotated, Any, Final, Self
 
-from pydantic import ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from warehouse_mock.schemas import FaultConfig
 
-DATABASE_URL_VAR: Final = "WAREHOUSE_DATABASE_URL"
+ENV_PREFIX: Final = "WAREHOUSE_"
 API_TOKEN_VAR: Final = "WAREHOUSE_API_TOKEN"
 CLIENTS_VAR: Final = "WAREHOUSE_CLIENTS"
 ADMIN_TOKEN_VAR: Final = "WAREHOUSE_ADMIN_TOKEN"
-FAULTS_VAR: Final = "WAREHOUSE_FAULTS"
-RETENTION_VAR: Final = "WAREHOUSE_RETENTION_HOURS"
-LEASE_VAR: Final = "WAREHOUSE_INFLIGHT_LEASE_SECONDS"
 
-DEFAULT_DATABASE_URL: Final = "sqlite:///warehouse.db"
-DEFAULT_RETENTION_HOURS: Final = 48.0
-MIN_RETENTION_HOURS: Final = 24.0  # the contract promises replays for at least a day
-DEFAULT_LEASE_SECONDS: Final = 30.0
-MAX_LEASE_SECONDS: Final = 3600.0
 MIN_TOKEN_LENGTH: Final = 8
 #: The client whose tokens are ``WAREHOUSE_API_TOKEN``.
 DEFAULT_CLIENT_ID: Final = "default"
@@ -50,25 +47,9 @@ _CLIENT_ID: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 # Values copied from examples and templates; a service that accepts them is open to anyone.
 PLACEHOLDER_TOKENS: Final = frozenset(
-    {
-        "changeme",
-        "change-me",
-        "change_me",
-        "changethis",
-        "change-this",
-        "replaceme",
-        "replace-me",
-        "placeholder",
-        "password",
-        "secret",
-        "token",
-        "example",
-        "xxxxxxxx",
-        "12345678",
-        "test-token",
-        "your-token",
-        "your-token-here",
-    }
+    {"changeme", "change-me", "change_me", "changethis", "change-this", "replaceme", "replace-me"}
+    | {"placeholder", "password", "secret", "token", "example", "xxxxxxxx", "12345678"}
+    | {"test-token", "your-token", "your-token-here"}
 )
 # Markers of a value that was meant to be replaced (``change-me-warehouse-api-token``).
 PLACEHOLDER_MARKERS: Final = ("change-me", "changeme", "change_me", "changethis", "replace-me")
@@ -86,30 +67,69 @@ class SettingsError(ValueError):
         super().__init__(f"{variable}: {message}")
 
 
-def _check_token(variable: str, token: str) -> None:
-    if not token:
-        raise SettingsError(variable, "a token is empty")
-    lowered = token.lower()
+def _check_token(token: SecretStr) -> SecretStr:
+    value = token.get_secret_value()
+    if not value:
+        raise ValueError("a token is empty")
+    lowered = value.lower()
     if lowered in PLACEHOLDER_TOKENS or any(marker in lowered for marker in PLACEHOLDER_MARKERS):
-        raise SettingsError(
-            variable,
+        raise ValueError(
             "a token is a placeholder value; generate one, for example with "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
         )
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise SettingsError(
-            variable, f"a token is shorter than {MIN_TOKEN_LENGTH} characters; use a random one"
-        )
-    if not all("\x21" <= ch <= "\x7e" and ch != "," for ch in token):
-        raise SettingsError(variable, "a token must be printable ASCII without spaces or commas")
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"a token is shorter than {MIN_TOKEN_LENGTH} characters; use a random one")
+    if not all("\x21" <= ch <= "\x7e" and ch != "," for ch in value):
+        raise ValueError("a token must be printable ASCII without spaces or commas")
+    return token
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+def _distinct_tokens(tokens: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+    if not tokens:
+        raise ValueError("has no token")
+    return tuple(dict.fromkeys(tokens))
+
+
+def _split_commas(value: object) -> object:
+    return [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+
+
+def _from_json(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"is not valid JSON ({exc})") from None
+
+
+def _check_client_id(client: str) -> str:
+    if client == DEFAULT_CLIENT_ID or not _CLIENT_ID.fullmatch(client):
+        raise ValueError(
+            f"client id {client!r} must be 1-64 of A-Z a-z 0-9 _ . - and not {DEFAULT_CLIENT_ID!r}"
+        )
+    return client
+
+
+def _check_database_url(url: str) -> str:
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ValueError(f"not a usable SQLAlchemy database URL ({exc})") from None
+    return url
+
+
+Token = Annotated[SecretStr, AfterValidator(_check_token)]
+Tokens = Annotated[tuple[Token, ...], AfterValidator(_distinct_tokens)]
+ClientId = Annotated[str, AfterValidator(_check_client_id)]
+
+
+class Settings(BaseSettings):
     """The validated configuration of one warehouse process.
 
-    Build it with :meth:`from_env`, or directly in tests; both check every field and raise
-    :class:`SettingsError` naming the environment variable that holds it.
+    ``Settings()`` reads the environment; keyword arguments (field names, in tests) take
+    precedence. Either way every field is checked and a :class:`SettingsError` names the
+    environment variable that holds the field at fault.
 
     Attributes:
         api_tokens: The tokens of the client ``default``. A client's tokens are
@@ -126,128 +146,79 @@ class Settings:
             request may take it over (a crashed request leaves its claim behind).
     """
 
-    api_tokens: tuple[str, ...] = field(repr=False)
-    admin_token: str = field(repr=False)
-    other_clients: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
-    database_url: str = DEFAULT_DATABASE_URL
-    faults: FaultConfig = field(default_factory=FaultConfig)
-    retention_hours: float = DEFAULT_RETENTION_HOURS
-    inflight_lease_seconds: float = DEFAULT_LEASE_SECONDS
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        enable_decoding=False,  # JSON is parsed by the fields that take it, errors named
+        validate_by_name=True,
+        str_strip_whitespace=True,
+        allow_inf_nan=False,
+        frozen=True,
+    )
 
-    def __post_init__(self) -> None:
-        if not self.api_tokens:
-            raise SettingsError(API_TOKEN_VAR, "at least one client token is required")
-        for token in self.api_tokens:
-            _check_token(API_TOKEN_VAR, token)
-        owner: dict[str, str] = dict.fromkeys(self.api_tokens, DEFAULT_CLIENT_ID)
-        for client, tokens in self.other_clients.items():
-            if client == DEFAULT_CLIENT_ID or not _CLIENT_ID.fullmatch(client):
-                raise SettingsError(
-                    CLIENTS_VAR,
-                    f"client id {client!r} must be 1-64 of A-Z a-z 0-9 _ . - and not "
-                    f"{DEFAULT_CLIENT_ID!r}",
-                )
-            if not tokens:
-                raise SettingsError(CLIENTS_VAR, f"client {client!r} has no token")
-            for token in tokens:
-                _check_token(CLIENTS_VAR, token)
-                if owner.setdefault(token, client) != client:
-                    raise SettingsError(CLIENTS_VAR, f"client {client!r} shares a token")
-        _check_token(ADMIN_TOKEN_VAR, self.admin_token)
-        if self.admin_token in owner:
-            raise SettingsError(ADMIN_TOKEN_VAR, "must differ from every client token")
-        try:
-            make_url(self.database_url).get_dialect()
-        except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-            raise SettingsError(
-                DATABASE_URL_VAR, f"not a usable SQLAlchemy database URL ({exc})"
-            ) from None
-        if not (
-            math.isfinite(self.retention_hours) and self.retention_hours >= MIN_RETENTION_HOURS
-        ):
-            raise SettingsError(
-                RETENTION_VAR,
-                f"must be a number of hours >= {MIN_RETENTION_HOURS:g}, got {self.retention_hours!r}",
-            )
-        if not (0 < self.inflight_lease_seconds <= MAX_LEASE_SECONDS):
-            raise SettingsError(
-                LEASE_VAR,
-                f"must be a number of seconds in (0, {MAX_LEASE_SECONDS:g}], "
-                f"got {self.inflight_lease_seconds!r}",
-            )
+    api_tokens: Annotated[
+        Tokens, BeforeValidator(_split_commas), Field(validation_alias=API_TOKEN_VAR)
+    ]
+    admin_token: Token
+    other_clients: Annotated[
+        dict[ClientId, Tokens],
+        BeforeValidator(_from_json),
+        Field(default_factory=dict, validation_alias=CLIENTS_VAR),
+    ]
+    database_url: Annotated[str, AfterValidator(_check_database_url)] = "sqlite:///warehouse.db"
+    faults: Annotated[FaultConfig, BeforeValidator(_from_json), Field(default_factory=FaultConfig)]
+    # The contract promises replays for at least a day.
+    retention_hours: Annotated[float, Field(ge=24)] = 48.0
+    inflight_lease_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
-    @property
-    def clients(self) -> dict[str, tuple[str, ...]]:
-        """Every client's id with its tokens, the client ``default`` first."""
-        return {DEFAULT_CLIENT_ID: self.api_tokens, **self.other_clients}
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and check the settings.
-
-        Args:
-            environ: The variables to read; ``os.environ`` when omitted.
-
-        Returns:
-            The checked settings.
+    def __init__(self, **values: Any) -> None:
+        """Read the environment, apply ``values`` and check the result.
 
         Raises:
             SettingsError: A variable is missing or invalid; the message names it.
         """
-        env = os.environ if environ is None else environ
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
 
-        api_raw = env.get(API_TOKEN_VAR)
-        if api_raw is None:
-            raise SettingsError(API_TOKEN_VAR, "is not set; give the client token(s)")
-        api_tokens = tuple(dict.fromkeys(part.strip() for part in api_raw.split(",")))
-        admin_token = env.get(ADMIN_TOKEN_VAR)
-        if admin_token is None:
-            raise SettingsError(ADMIN_TOKEN_VAR, "is not set; give the admin token")
+    @model_validator(mode="after")
+    def _each_token_has_one_owner(self) -> Self:
+        """A token belongs to one client, and the admin token to none."""
+        owner: dict[SecretStr, str] = {}
+        for client, tokens in self.clients.items():
+            for token in tokens:
+                if owner.setdefault(token, client) != client:
+                    raise SettingsError(CLIENTS_VAR, f"client {client!r} shares a token")
+        if self.admin_token in owner:
+            raise SettingsError(ADMIN_TOKEN_VAR, "must differ from every client token")
+        return self
 
-        return cls(
-            api_tokens=api_tokens,
-            admin_token=admin_token.strip(),
-            other_clients=_parse_clients(env.get(CLIENTS_VAR, "")),
-            database_url=env.get(DATABASE_URL_VAR, "").strip() or DEFAULT_DATABASE_URL,
-            faults=_parse_faults(env.get(FAULTS_VAR, "")),
-            retention_hours=_parse_number(env, RETENTION_VAR, DEFAULT_RETENTION_HOURS),
-            inflight_lease_seconds=_parse_number(env, LEASE_VAR, DEFAULT_LEASE_SECONDS),
-        )
-
-
-def _parse_clients(raw: str) -> dict[str, tuple[str, ...]]:
-    if not raw.strip():
-        return {}
-    try:
-        document = json.loads(raw)
-    except ValueError as exc:
-        raise SettingsError(CLIENTS_VAR, f"is not valid JSON ({exc})") from None
-    if not isinstance(document, dict) or not all(
-        isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
-        for tokens in document.values()
-    ):
-        raise SettingsError(CLIENTS_VAR, 'must be a JSON object {"<client id>": ["<token>", ...]}')
-    return {str(client): tuple(dict.fromkeys(tokens)) for client, tokens in document.items()}
+    @property
+    def clients(self) -> dict[str, tuple[SecretStr, ...]]:
+        """Every client's id with its tokens, the client ``default`` first."""
+        return {DEFAULT_CLIENT_ID: self.api_tokens, **self.other_clients}
 
 
-def _parse_number(env: Mapping[str, str], variable: str, default: float) -> float:
-    raw = env.get(variable, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(variable, f"must be a number, got {raw!r}") from None
+def _variable(key: str) -> str:
+    """The environment variable of a field, given its name or alias."""
+    field = Settings.model_fields.get(key)
+    if field is None:
+        return key  # an alias, which is the variable's name
+    alias = field.validation_alias
+    return alias if isinstance(alias, str) else f"{ENV_PREFIX}{key.upper()}"
 
 
-def _parse_faults(raw: str) -> FaultConfig:
-    if not raw.strip():
-        return FaultConfig()
-    try:
-        return FaultConfig.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
-        raise SettingsError(FAULTS_VAR, f"invalid fault configuration: {problems}") from None
+def _settings_error(exc: ValidationError) -> SettingsError:
+    """Every problem of ``exc``, the variable first; input values (tokens) are never shown."""
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, SettingsError):
+            return cause
+        field, *path = error["loc"]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f" {p}" for p in path if p != "[key]")
+        detail = str(cause) if isinstance(cause, ValueError) else error["msg"]
+        problems.append((_variable(str(field)), f"{where.strip()}: {detail}" if where else detail))
+    (variable, first), *others = problems
+    return SettingsError(variable, "; ".join([first, *(f"{v}: {d}" for v, d in others)]))

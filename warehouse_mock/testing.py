@@ -128,12 +128,14 @@ def serve_warehouse(settings: Settings, *, clock: Clock = utc_now) -> Iterator[W
             token of another client (if any) ``foreign_api_token``.
         clock: Source of the current time for the server.
     """
+    api_tokens = [token.get_secret_value() for token in settings.api_tokens]
+    foreign = [tokens[0].get_secret_value() for tokens in settings.other_clients.values()]
     with serve_in_thread(create_app(settings, clock=clock)) as base_url:
         yield WarehouseHandle(
             base_url=base_url,
-            api_token=settings.api_tokens[0],
-            admin_token=settings.admin_token,
+            api_token=api_tokens[0],
+            admin_token=settings.admin_token.get_secret_value(),
             database_url=settings.database_url,
-            rotated_api_token=settings.api_tokens[1] if len(settings.api_tokens) > 1 else None,
-            foreign_api_token=next(iter(settings.other_clients.values()), (None,))[0],
+            rotated_api_token=api_tokens[1] if len(api_tokens) > 1 else None,
+            foreign_api_token=foreign[0] if foreign else None,
         )

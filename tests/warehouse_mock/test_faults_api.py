@@ -104,15 +104,15 @@ def test_invalid_faults_are_a_422_problem(
     assert warehouse.get_faults() == DEFAULT_FAULTS
 
 
-def test_faults_from_the_environment_are_in_force_at_start(tmp_path: Path) -> None:
+def test_faults_from_the_environment_are_in_force_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """WAREHOUSE_FAULTS configures the faults before the first request."""
-    settings = Settings.from_env(
-        {
-            "WAREHOUSE_API_TOKEN": "client-token-env-test",
-            "WAREHOUSE_ADMIN_TOKEN": "admin-token-env-test",
-            "WAREHOUSE_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
-            "WAREHOUSE_FAULTS": '{"reject_skus": ["BAD-*"], "seed": 1}',
-        }
+    monkeypatch.setenv("WAREHOUSE_FAULTS", '{"reject_skus": ["BAD-*"], "seed": 1}')
+    settings = Settings(
+        api_tokens=("client-token-env-test",),
+        admin_token="admin-token-env-test",
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
     )
     with serve_warehouse(settings) as warehouse:
         body = shipment_body(new_order_id(), sku="BAD-1")
