@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install check test browser demo up down status clean bench
+.PHONY: install check test browser demo up down status clean bench bench-celery
 
 install: $(VENV)/.installed
 
@@ -77,6 +77,10 @@ status: install
 ## The comparison benchmark on its own stack (docs/benchmark.md); ARGS="--sizes 10 100 --repeat 3".
 bench: install
 	$(VENV)/bin/python -m shipping.ops.bench $(ARGS)
+
+## Burst throughput across 1 and 2 Celery workers (docs/benchmark-celery.md); ARGS="--quick".
+bench-celery: install
+	$(VENV)/bin/python -m shipping.ops.bench_celery $(ARGS)
 
 clean: down
 	rm -rf $(VENV) $(TOOLS) .stack

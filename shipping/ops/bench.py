@@ -96,9 +96,9 @@ def _free(port: int) -> bool:
 
 
 def _free_airflow_port() -> int:
-    """A port p with p, p+1 and Airflow's two log-server ports (p+713, p+714) free."""
+    """A port p with p, p+1, the scheduler's health check (p+894) and Redis (p+895) free."""
     for base in range(8180, 9000, 10):
-        if all(_free(p) for p in (base, base + 1, base + 713, base + 714)):
+        if all(_free(p) for p in (base, base + 1, base + 894, base + 895)):
             return base
     raise RuntimeError("no free ports for the benchmark's stack")
 

@@ -10,18 +10,29 @@ test properties (the README quotes them), not asserted.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
+from sqlalchemy.engine import make_url
 
-from shipping.contract import DAG_ID
-from shipping.ops.stack import Stack
+from shipping.connections import ledger_connection, warehouse_connection
+from shipping.contract import AIRFLOW_DATABASE, DAG_ID
+from shipping.ops import bench_celery, localpg
+from shipping.ops.samples import sample_order
+from shipping.ops.stack import Stack, worker_env
 from shipping.order import run_id_for
+from tests.e2e import netns
 from tests.e2e.conftest import LiveStack, started_stack
 from tests.e2e.support import (
     RUN_TIMEOUT_S,
@@ -36,16 +47,31 @@ SLOTS_PER_WORKER = 2
 
 
 @pytest.fixture(scope="module")
+def ledger_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server of its own for the Celery stack's ledger.
+
+    Workers write the ledger (it is their job), never Airflow's database: with the ledger
+    apart, a worker on another host can be given the one and denied the other entirely.
+    """
+    pgdata = Path(tmp_path_factory.mktemp("ledgerpg")) / "data"
+    yield localpg.start(pgdata, keep_running=True)
+    localpg.stop(pgdata)
+    shutil.rmtree(pgdata, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
 def celery(
-    tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str
+    tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str, ledger_server: str
 ) -> Iterator[LiveStack]:
     """A Celery stack (own Redis, worker-1 and worker-2) for this module's tests."""
+    ledger = make_url(ledger_server).set(database=f"celery_{uuid.uuid4().hex[:8]}_ledger")
     with started_stack(
         tmp_path_factory,
         postgres_server_url,
         SHIPPING_EXECUTOR="celery",
         SHIPPING_CELERY_WORKERS="2",
         SHIPPING_CELERY_CONCURRENCY=str(SLOTS_PER_WORKER),
+        SHIPPING_LEDGER_URL=ledger.render_as_string(hide_password=False),
     ) as stack:
         yield stack
 
@@ -181,3 +207,123 @@ def test_a_worker_killed_mid_order_loses_no_line_and_ships_none_twice(
     # supervisord brought the worker back by itself.
     assert wait_for(lambda: services(stack)["worker-1"].running, 60, "worker-1 back")
     assert services(stack)["worker-1"].pid != victim.pid
+
+
+def test_the_celery_benchmark_measures_bursts_per_worker_count(
+    stack: LiveStack, tmp_path: Path
+) -> None:
+    """make bench-celery's code at a tiny size: one row per worker count, reports written."""
+    results = bench_celery.measure(
+        stack.env, workers=[1, 2], burst=(2, 2), repeat=1, concurrency=SLOTS_PER_WORKER
+    )
+    rows = results.rows()
+    assert [row["workers"] for row in rows] == [1, 2]
+    assert all(row["product_lines_per_s"] > 0 and row["product_cpu_s_per_line"] > 0 for row in rows)
+    paths = bench_celery.write_reports(results, tmp_path)
+    assert "| 2 | 4 |" in paths[0].read_text()
+    assert json.loads(paths[1].read_text())["rows"] == rows
+    assert services(stack)["worker-2"].running
+
+
+def _socket_of(server_url: str) -> Path | None:
+    """The Unix socket of a PostgreSQL URL (``?host=/folder``), if it names one."""
+    folder = make_url(server_url).query.get("host")
+    if not isinstance(folder, str) or not folder.startswith("/"):
+        return None
+    sockets = sorted(Path(folder).glob(".s.PGSQL.*"))
+    return sockets[0] if sockets else None
+
+
+def test_a_worker_on_another_host_runs_lines_without_airflow_database(
+    stack: LiveStack, postgres_server_url: str, ledger_server: str, tmp_path: Path
+) -> None:
+    """A worker in its own network namespace, given only the API server, Redis, the
+    warehouse and the ledger, runs a whole order; Airflow's database is out of its reach."""
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(f"no second host can be made here: {reason}")
+    state = stack.state
+    metadata_socket = _socket_of(postgres_server_url)
+    ledger_socket = _socket_of(ledger_server)
+    assert ledger_socket is not None
+    # Both servers' socket folders are hidden there; the ledger is reached over TCP only.
+    hidden = [p.parent for p in (metadata_socket, ledger_socket) if p is not None]
+    api, redis, warehouse = (
+        urlsplit(url) for url in (state.airflow_url, state.broker_url, state.warehouse_url)
+    )
+    with netns.other_host(hidden) as host:
+        forwards = {
+            "api": netns.Forwarder(host.gateway, ("127.0.0.1", api.port or 80)),
+            "redis": netns.Forwarder(host.gateway, ("127.0.0.1", redis.port or 6379)),
+            "warehouse": netns.Forwarder(host.gateway, ("127.0.0.1", warehouse.port or 80)),
+            "ledger": netns.Forwarder(host.gateway, ledger_socket),
+        }
+        home = tmp_path / "remote"
+        dags = home / "dags"
+        local = Stack(env=stack.env, echo=lambda _: None)
+        airflow_env = local._airflow_env(state)
+        shutil.copytree(airflow_env["AIRFLOW__CORE__DAGS_FOLDER"], dags)
+        broker = f"redis://:{redis.password}@{host.gateway}:{forwards['redis'].port}"
+        ledger = make_url(stack.env["SHIPPING_LEDGER_URL"]).set(
+            host=host.gateway, port=forwards["ledger"].port, query={}
+        )
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SHIPPING"))},
+            **worker_env(airflow_env),
+            # Its own home, DAG copy and logs: nothing shared with the stack's machine.
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": (
+                f"http://{host.gateway}:{forwards['api'].port}/execution/"
+            ),
+            "AIRFLOW__CELERY__BROKER_URL": broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": broker,
+            "AIRFLOW_CONN_WAREHOUSE_API": json.dumps(
+                warehouse_connection(
+                    f"http://{host.gateway}:{forwards['warehouse'].port}",
+                    state.warehouse_api_token,
+                )
+            ),
+            "AIRFLOW_CONN_SHIPPING_LEDGER": json.dumps(
+                ledger_connection(ledger.render_as_string(hide_password=False))
+            ),
+            "SHIPPING_WORKER_NAME": "remote-1",
+        }
+        assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env
+        metadata = make_url(postgres_server_url).set(
+            drivername="postgresql",
+            database=stack.env["SHIPPING_DATABASE_PREFIX"] + AIRFLOW_DATABASE,
+        )
+        probe = host.run(
+            [sys.executable, "-c", "import psycopg2, sys; psycopg2.connect(sys.argv[1])"]
+            + [metadata.render_as_string(hide_password=False)],
+            env,
+        )
+        assert probe.returncode != 0, "Airflow's database is reachable from the other host"
+        for name in ("worker-1", "worker-2"):
+            local.supervisor.stop(name)  # gracefully: the remote worker gets every line
+        airflow = str(Path(sys.executable).parent / "airflow")
+        worker = host.spawn(
+            [airflow, "celery", "worker", "--celery-hostname", "remote-1@%h"]
+            + ["--concurrency", str(SLOTS_PER_WORKER), "--skip-serve-logs"],
+            env,
+            tmp_path / "remote-worker.log",
+        )
+        try:
+            doc = sample_order(f"REMOTE-{uuid.uuid4().hex[:10]}", 4)
+            stack.api.trigger(DAG_ID, run_id_for(doc["order_id"]), doc)
+            assert_completed_once(stack, doc)
+            assert {worker_of(ti) for ti in ship_items(stack, doc)} == {"remote-1"}
+            # Airflow never fell back to a database of its own there.
+            assert not (home / "airflow.db").exists()
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=60)
+            except Exception:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+            for forward in forwards.values():
+                forward.close()
+            local.up()  # worker-1 and worker-2 again
