@@ -42,10 +42,13 @@ _LINE = ORDER_SCHEMA["properties"]["items"]["items"]["properties"]
         "order_id": Param(type="string", pattern=ORDER_ID_PATTERN, title="Order id"),
         "line_id": Param(type="string", pattern=LINE_ID_PATTERN, title="Line id"),
         "action": Param("fix", enum=["fix", "cancel"], title="Fix or cancel"),
-        # Optional (fix only): the order's own rules for a line's SKU and quantity.
-        "sku": Param(None, schema={**_LINE["sku"], "type": ["null", "string"]}, title="New SKU"),
+        # Optional (fix only): the order's own rules for a line's SKU and quantity. With
+        # ``schema=`` Param takes the schema as given and drops other keywords, so the
+        # form's label (``title``) goes inside it.
+        "sku": Param(None, schema={**_LINE["sku"], "type": ["null", "string"], "title": "New SKU"}),
         "quantity": Param(
-            None, schema={**_LINE["quantity"], "type": ["null", "integer"]}, title="New quantity"
+            None,
+            schema={**_LINE["quantity"], "type": ["null", "integer"], "title": "New quantity"},
         ),
         "reason": Param(type="string", minLength=1, maxLength=500, title="Why"),
     },

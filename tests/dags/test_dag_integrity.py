@@ -124,3 +124,12 @@ def test_the_amend_form_asks_for_the_line_the_action_and_a_reason(dagbag: Any) -
     assert params.get_param("action").schema["enum"] == ["fix", "cancel"]
     assert params["sku"] is None
     assert params["quantity"] is None
+    titles = {name: params.get_param(name).schema.get("title") for name in params}
+    assert titles == {  # the labels of the form's fields
+        "order_id": "Order id",
+        "line_id": "Line id",
+        "action": "Fix or cancel",
+        "sku": "New SKU",
+        "quantity": "New quantity",
+        "reason": "Why",
+    }

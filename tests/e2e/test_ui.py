@@ -2,7 +2,9 @@
 
 What the README's runbook tells an operator to do, done by Chromium: sign in, open the
 order's run, find the failed line by its name, clear it with its downstream (the reducer),
-and see the order finish. The screenshots the README shows are taken here, at each step.
+and see the order finish; for a line the warehouse refuses, first record a fix with the
+``amend_order_line`` Dag's trigger form. The screenshots the README shows are taken here,
+at each step.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tests.e2e.ui import CHROMIUM_ENV, AirflowUI, ChromiumMissing, find_chromium
 
 pytestmark = pytest.mark.e2e
 RUN_TIMEOUT_S = 300
+AMEND_DAG_ID = "amend_order_line"
 
 
 def test_operator_retries_a_failed_line_in_the_ui_and_the_order_ships(
@@ -67,6 +70,75 @@ def test_operator_retries_a_failed_line_in_the_ui_and_the_order_ships(
     shipments = Counter(s["line_id"] for s in stack.warehouse.list_shipments(doc["order_id"]))
     assert shipments == Counter({"1": 1, "2": 1, "3": 1, "4": 1})
     assert stack.status(doc["order_id"])["state"] == "SHIPPED"
+
+
+def test_operator_fixes_a_refused_sku_with_the_amend_form_and_the_order_ships(
+    ui: AirflowUI, stack: LiveStack
+) -> None:
+    """A refused SKU, corrected in amend_order_line's trigger form, then the line cleared in
+    the UI: the order ships once per line, the fixed line under its new SKU."""
+    doc = sample_order(f"UI-{uuid.uuid4().hex[:6].upper()}", 3)
+    order_id, run_id = doc["order_id"], run_id_for(doc["order_id"])
+    refused = doc["items"][1]  # line 2: a SKU the warehouse does not ship
+    refused["sku"] = "NOPE-UI"
+    stack.admin.set_faults(reject_skus=["NOPE-*"])  # and keeps refusing: only the fix helps
+    assert stack.api.trigger(DAG_ID, run_id, doc).status is TriggerStatus.ACCEPTED
+    wait_for_run_state(stack.api, DAG_ID, run_id, "failed", timeout=RUN_TIMEOUT_S)
+    assert stack.status(order_id)["lines"][1]["state"] == "FAILED"
+
+    form = ui.open_trigger_form(AMEND_DAG_ID)
+    ui.fill_param(form, "Order id", order_id)
+    ui.fill_param(form, "Line id", "2")
+    ui.choose_param(form, "Fix or cancel", "fix")
+    ui.fill_param(form, "New SKU", "TEE-L")
+    ui.fill_param(form, "Why", "renamed in the catalogue")
+    ui.screenshot("ui-amend-form.png", ui.run_parameters(form))
+    amend_run_id = ui.submit_trigger(form, AMEND_DAG_ID)
+    amend_run = wait_for_run_state(
+        stack.api, AMEND_DAG_ID, amend_run_id, "success", timeout=RUN_TIMEOUT_S
+    )
+    assert amend_run["conf"] == {  # what the form sent: the empty quantity is null
+        "order_id": order_id,
+        "line_id": "2",
+        "action": "fix",
+        "sku": "TEE-L",
+        "quantity": None,
+        "reason": "renamed in the catalogue",
+    }
+
+    ui.open_run(DAG_ID, run_id)
+    ui.open_mapped(DAG_ID, run_id, "ship_item")
+    ui.expect_instance_state("line 2 · NOPE-UI", "Failed")
+    ui.open_instance("ship_item", "line 2 · NOPE-UI")
+    cleared = ui.clear_with_downstream()
+    assert cleared == {("ship_item", 1), ("finalize_order", -1)}
+    wait_for_run_state(stack.api, DAG_ID, run_id, "success", timeout=RUN_TIMEOUT_S)
+    ui.open_run(DAG_ID, run_id)
+    ui.open_mapped(DAG_ID, run_id, "ship_item")
+    ui.expect_instance_state("line 2 · TEE-L", "Success")  # its name follows the fix
+
+    status = stack.status(order_id)
+    assert status["state"] == "SHIPPED"
+    assert [(line["sku"], line["state"]) for line in status["lines"]] == [
+        ("MUG-RED", "SHIPPED"),
+        ("TEE-L", "SHIPPED"),
+        ("CAP-BLK", "SHIPPED"),
+    ]
+    [amendment] = status["amendments"]
+    assert (amendment["action"], amendment["by"], amendment["reason"]) == (
+        "FIX",
+        "admin",  # the UI's login
+        "renamed in the catalogue",
+    )
+    assert (amendment["old"]["sku"], amendment["new"]["sku"]) == ("NOPE-UI", "TEE-L")
+    shipments = stack.warehouse.list_shipments(order_id)
+    assert Counter(s["line_id"] for s in shipments) == Counter({"1": 1, "2": 1, "3": 1})
+    [line2] = [s for s in shipments if s["line_id"] == "2"]
+    assert (line2["sku"], line2["quantity"], line2["idempotency_key"]) == (
+        "TEE-L",
+        refused["quantity"],
+        f"{order_id}:2",
+    )
 
 
 def test_no_chromium_is_an_error_that_names_what_to_install(

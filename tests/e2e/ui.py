@@ -6,9 +6,10 @@ installs Debian's ``chromium`` when none is there). Nothing here runs ``playwrig
 
 The helpers follow an operator's path through Airflow 3.3's React UI and find things the
 way a person does, by role, accessible name and visible text: the login form's labels, a
-mapped instance by its name (``line <line_id> · <sku>``), the clear button by its label.
-Two places use a URL instead, because the UI gives them no name: opening a run (the
-address an operator is sent to) and the run's cell of a task in the Grid.
+mapped instance by its name (``line <line_id> · <sku>``), the clear button by its label,
+a trigger form's field by the label shown next to it. Three places use a URL instead,
+because the UI gives them no name: opening a run or a Dag's page (the address an operator
+is sent to) and the run's cell of a task in the Grid.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from playwright.sync_api import Browser, Locator, Page, Playwright, expect
 
@@ -42,6 +44,7 @@ UI_TIMEOUT_MS = 60_000
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 _AFFECTED = re.compile(r"^Affected Tasks: ([1-9]\d*)$")  # the clear dialog's count, once loaded
 _COUNTED_INSTANCES = re.compile(r"^\d+ Task Instances$")  # the table's heading, "4 Task Instances"
+_REQUIRED = r"\s*\*?"  # a required field's label ends in "*"
 
 
 class ChromiumMissing(RuntimeError):
@@ -200,6 +203,71 @@ class AirflowUI:
         """Press Confirm and wait until the dialog has closed (the clear is done)."""
         dialog.get_by_role("button", name="Confirm").click()
         expect(dialog).to_be_hidden()
+
+    def open_trigger_form(self, dag_id: str) -> Locator:
+        """Open the Dag's page and press its Trigger button; return the Trigger Dag dialog.
+
+        The dialog is returned once its Run Parameters are drawn (Single Run selected),
+        so that fields filled next are not reset by a late render.
+        """
+        page = self.page
+        page.goto(f"{self.base_url}/dags/{dag_id}")
+        page.get_by_role("button", name="Trigger Dag", exact=True).click()  # shows "Trigger"
+        # The title reads "Trigger Dag -  <dag_id>" (two spaces in 3.3.2).
+        title = re.compile(rf"^Trigger Dag - +{re.escape(dag_id)}$")
+        form = page.get_by_role("dialog").filter(has=page.get_by_role("heading", name=title))
+        expect(form).to_be_visible()
+        expect(form.get_by_role("radio", name="Single Run")).to_be_checked()
+        expect(self.run_parameters(form).get_by_role("group").first).to_be_visible()
+        return form
+
+    @staticmethod
+    def run_parameters(form: Locator) -> Locator:
+        """The form's Run Parameters section: one row (a group) per param of the Dag.
+
+        Its region has no accessible name (the accordion labels it by an id holding a
+        space), so it is the region that holds the rows.
+        """
+        return form.get_by_role("region").filter(has=form.page.get_by_role("group"))
+
+    def param_field(self, form: Locator, title: str) -> Locator:
+        """The row of the param labelled ``title`` (the param's ``title``, else its name).
+
+        Found as the group holding that label, not with ``get_by_label``: in Airflow 3.3.2
+        a text field's label points at another element's id, so the box has no name.
+        """
+        label = self.page.locator("label").filter(
+            has_text=re.compile(rf"^{re.escape(title)}{_REQUIRED}$")
+        )
+        field = self.run_parameters(form).get_by_role("group").filter(has=label)
+        expect(field).to_have_count(1)
+        return field
+
+    def fill_param(self, form: Locator, title: str, value: str | int) -> None:
+        """Type ``value`` into the text or number field labelled ``title``."""
+        field = self.param_field(form, title)
+        box = field.get_by_role("textbox").or_(field.get_by_role("spinbutton"))
+        box.fill(str(value))
+        expect(box).to_have_value(str(value))
+
+    def choose_param(self, form: Locator, title: str, option: str) -> None:
+        """Pick ``option`` in the drop-down (a param's ``enum``) labelled ``title``."""
+        field = self.param_field(form, title)
+        field.get_by_role("combobox").click()
+        self.page.get_by_role("option", name=option, exact=True).click()
+        expect(field.get_by_text(option, exact=True)).to_be_visible()
+
+    def submit_trigger(self, form: Locator, dag_id: str) -> str:
+        """Press the form's Trigger button; the UI opens the new run: return its run id."""
+        form.get_by_role("button", name="Trigger", exact=True).click()
+        expect(form).to_be_hidden()
+        address = re.compile(rf"/dags/{re.escape(dag_id)}/runs/([^/?#]+)$")
+        self.page.wait_for_url(address)
+        match = address.search(self.page.url)
+        assert match is not None, self.page.url
+        run_id = unquote(match[1])
+        expect(self.page.get_by_role("heading", name=run_id, exact=True)).to_be_visible()
+        return run_id
 
     def expect_instance_state(self, name: str, state: str) -> None:
         """The row of instance ``name`` shows ``state`` (``Failed``, ``Success``, ...)."""
