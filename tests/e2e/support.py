@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+
 from shipping.contract import DAG_ID
 from shipping.ops.samples import sample_order
 from shipping.ops.stack import Stack
@@ -52,3 +54,20 @@ def assert_completed_once(stack: LiveStack, doc: dict[str, Any]) -> None:
     shipped = Counter(s["line_id"] for s in stack.warehouse.list_shipments(doc["order_id"]))
     assert shipped == Counter({item["line_id"]: 1 for item in doc["items"]})
     assert stack.status(doc["order_id"])["state"] == "SHIPPED"
+
+
+def listening_sockets(stack: LiveStack) -> set[tuple[str, int]]:
+    """Every TCP (address, port) a process of the stack (supervisord's tree) listens on."""
+    pid = Stack(env=stack.env, echo=lambda _: None).supervisor.pid()
+    assert pid is not None
+    root = psutil.Process(pid)
+    listeners = set()
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            connections = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        listeners |= {
+            (c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN
+        }
+    return listeners

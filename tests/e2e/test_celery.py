@@ -37,6 +37,7 @@ from tests.e2e.conftest import LiveStack, started_stack
 from tests.e2e.support import (
     RUN_TIMEOUT_S,
     assert_completed_once,
+    listening_sockets,
     services,
     start_slow_order,
     wait_for,
@@ -108,6 +109,17 @@ def test_the_stack_runs_a_broker_and_two_workers_that_status_lists(stack: LiveSt
         assert services(stack)[name].running
         assert f"  {name} " in table
     assert stack.state.executor == "celery"
+
+
+def test_every_listening_socket_of_the_celery_stack_is_on_loopback(stack: LiveStack) -> None:
+    """Redis joins the loopback listeners; the workers listen on nothing (no log server)."""
+    ports = Stack(env=stack.env, echo=lambda _: None).ports
+    assert listening_sockets(stack) == {
+        ("127.0.0.1", ports.airflow),
+        ("127.0.0.1", ports.warehouse),
+        ("127.0.0.1", ports.scheduler_health),
+        ("127.0.0.1", ports.redis),
+    }
 
 
 def test_an_order_is_spread_over_both_workers_each_named_in_its_lines(stack: LiveStack) -> None:

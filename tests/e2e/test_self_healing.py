@@ -27,6 +27,7 @@ from tests.e2e.conftest import LiveStack
 from tests.e2e.support import (
     RUN_TIMEOUT_S,
     assert_completed_once,
+    listening_sockets,
     running_lines,
     services,
     start_slow_order,
@@ -131,18 +132,8 @@ def test_a_killed_warehouse_comes_back_and_the_order_completes_once(
 
 def test_every_listening_socket_of_the_stack_is_on_loopback(stack: LiveStack) -> None:
     """Every TCP listener of supervisord's process tree is on 127.0.0.1."""
-    pid = Stack(env=stack.env, echo=lambda _: None).supervisor.pid()
-    assert pid is not None
-    root = psutil.Process(pid)
-    listeners = set()
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            connections = proc.net_connections(kind="inet")
-        except psutil.NoSuchProcess:
-            continue
-        listeners |= {c.laddr for c in connections if c.status == psutil.CONN_LISTEN}
     ports = Stack(env=stack.env, echo=lambda _: None).ports
-    assert {(a.ip, a.port) for a in listeners} == {
+    assert listening_sockets(stack) == {
         ("127.0.0.1", ports.airflow),
         ("127.0.0.1", ports.warehouse),
         ("127.0.0.1", ports.scheduler_health),
