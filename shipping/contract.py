@@ -49,4 +49,9 @@ ENVIRONMENT_VARIABLES: Final[Mapping[str, str]] = {
     "SHIPPING_DAGS_FOLDER": "DAG folder of the local stack (default dags/; the benchmark's own)",
     "SHIPPING_AIRFLOW_TUNING": "the stack's Airflow tuning levers: off, all, or preimport,settings",
     "SHIPPING_BENCH_POSTGRES_URL": "PostgreSQL server for `make bench` (default: its own)",
+    "SHIPPING_EXECUTOR": "executor of the local stack: local (default) or celery",
+    "SHIPPING_CELERY_WORKERS": "Celery workers of the local stack (default 2)",
+    "SHIPPING_CELERY_CONCURRENCY": "task slots per Celery worker of the local stack (default 4)",
+    "SHIPPING_REDIS_URL": "an existing Redis as the local stack's Celery broker (default: its own)",
+    "SHIPPING_WORKER_NAME": "set by the local stack for each Celery worker (the host name tasks record)",
 }
