@@ -2,7 +2,7 @@
 
 No Docker engine runs here, so the stack is checked statically: the compose file against
 the Compose Specification's JSON schema (``../shared/compose-spec.json``, beside the
-clone; CI has it), and its names (DAG, pool, connections, ports, databases, variables)
+clone; CI has it), its names (DAG, pool, connections, ports, databases, variables)
 against :mod:`shipping.contract`, which the DAG and the local stack use as well.
 """
 
@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import json
 import re
+import shlex
+import shutil
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -35,23 +40,31 @@ AIRFLOW_SERVICES = (
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "airflow-worker",
 )
-REQUIRED_SERVICES = ("postgres", *AIRFLOW_SERVICES, "warehouse")
-# Everything but postgres and airflow-init itself waits for airflow-init to finish.
+WORKER = "airflow-worker"
+# The Airflow services that use Airflow's metadata database: all but the Celery workers.
+DATABASE_SERVICES = tuple(name for name in AIRFLOW_SERVICES if name != WORKER)
+REQUIRED_SERVICES = ("postgres", "redis", *AIRFLOW_SERVICES, "warehouse")
+# Everything but postgres, redis and airflow-init itself waits for airflow-init to finish.
 AFTER_INIT_SERVICES = (*AIRFLOW_SERVICES[1:], "warehouse")
 WAREHOUSE_CONN_VAR = f"AIRFLOW_CONN_{contract.WAREHOUSE_CONN_ID.upper()}"
 LEDGER_CONN_VAR = f"AIRFLOW_CONN_{contract.LEDGER_CONN_ID.upper()}"
-# What every Airflow component must see identically, or they cannot talk to each other.
+# What every Airflow component, the workers included, must see identically, or they
+# cannot talk to each other.
 SHARED_AIRFLOW_SETTINGS = (
     "AIRFLOW__API_AUTH__JWT_SECRET",
     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
     "AIRFLOW__CORE__FERNET_KEY",
     "AIRFLOW__API__SECRET_KEY",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
     "AIRFLOW__CORE__EXECUTOR",
+    "AIRFLOW__CELERY__BROKER_URL",
+    "AIRFLOW__CELERY__RESULT_BACKEND",
     WAREHOUSE_CONN_VAR,
     LEDGER_CONN_VAR,
 )
+# What the components with the metadata database must see identically.
+DATABASE_SETTINGS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",)
 SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|_KEY)$")
 # Compose interpolation: `$$` is a literal dollar, `${NAME...}` and `$NAME` substitute.
 INTERPOLATION = re.compile(r"\$\$|\$\{(?P<braced>[^}]*)\}|\$(?P<bare>[A-Za-z_]\w*)")
@@ -156,19 +169,29 @@ def _dockerignore() -> list[str]:
 
 
 def _admitted_by_dockerignore(path: str) -> bool:
-    """Whether a top-level path is in the build context (last matching pattern wins)."""
+    """Whether a path of the repository is in the build context (last matching pattern
+    wins; a pattern that matches a folder applies to everything in it)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:end]) for end in range(1, len(parts) + 1)]
     admitted = True
     for pattern in _dockerignore():
         negated = pattern.startswith("!")
-        if fnmatch(path, pattern.removeprefix("!").rstrip("/")):
+        glob = pattern.removeprefix("!").rstrip("/")
+        if any(fnmatch(prefix, glob) for prefix in prefixes):
             admitted = negated
     return admitted
 
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
-# The services plus the shared anchor, whose values the Airflow services merge in.
-SOURCES = {"x-airflow-common": COMPOSE["x-airflow-common"], **SERVICES}
+# The services plus the shared anchors, whose values the Airflow services merge in.
+SOURCES = {
+    "x-airflow-env": {"environment": COMPOSE["x-airflow-env"]},
+    "x-airflow-common": COMPOSE["x-airflow-common"],
+    **SERVICES,
+}
+# What every Airflow process sees (the workers: only this), and what all but the workers do.
+AIRFLOW_ENV = _environment(SOURCES["x-airflow-env"])
 COMMON_ENV = _environment(COMPOSE["x-airflow-common"])
 INTERPOLATIONS = _interpolations(COMPOSE)
 INTERPOLATED_NAMES = sorted({item.name for item in INTERPOLATIONS})
@@ -219,20 +242,74 @@ def test_the_service_runs_the_project_image(service: str) -> None:
 @pytest.mark.parametrize("setting", SHARED_AIRFLOW_SETTINGS)
 @pytest.mark.parametrize("service", AIRFLOW_SERVICES)
 def test_every_airflow_service_shares_the_setting(service: str, setting: str) -> None:
-    """Each Airflow component sees the common value of a setting they must agree on."""
+    """Each Airflow component, the workers too, sees the common value of a setting they
+    must agree on."""
+    assert AIRFLOW_ENV.get(setting) is not None
+    assert _environment(SERVICES[service]).get(setting) == AIRFLOW_ENV[setting]
+
+
+@pytest.mark.parametrize("setting", DATABASE_SETTINGS)
+@pytest.mark.parametrize("service", DATABASE_SERVICES)
+def test_every_airflow_service_but_the_workers_uses_the_metadata_database(
+    service: str, setting: str
+) -> None:
+    """The components that use Airflow's database share its URL."""
+    assert COMMON_ENV.get(setting) is not None
     assert _environment(SERVICES[service]).get(setting) == COMMON_ENV[setting]
+
+
+def test_the_workers_get_no_metadata_database() -> None:
+    """A Celery worker talks to the Execution API only: no database URL, in the worker's
+    environment or in what every Airflow process shares (as in the local stack)."""
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in _environment(SERVICES[WORKER])
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in AIRFLOW_ENV
+    assert not any(
+        re.match(r"postgres\w*://", value) for value in _environment(SERVICES[WORKER]).values()
+    )
 
 
 def test_the_execution_api_is_the_api_servers() -> None:
     """Task processes reach the execution API on the airflow-apiserver service."""
-    url = COMMON_ENV["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+    url = AIRFLOW_ENV["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
     assert url == f"http://airflow-apiserver:{contract.AIRFLOW_PORT}/execution/"
 
 
-def test_airflow_runs_the_local_executor() -> None:
-    """Airflow runs tasks with LocalExecutor and loads no example DAGs."""
-    assert COMMON_ENV["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    assert COMMON_ENV["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
+def test_airflow_runs_the_celery_executor() -> None:
+    """Airflow runs tasks with the CeleryExecutor and loads no example DAGs."""
+    assert AIRFLOW_ENV["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert AIRFLOW_ENV["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
+
+
+@pytest.mark.parametrize(
+    "setting", ["AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"]
+)
+def test_the_broker_and_result_backend_are_the_redis_service(setting: str) -> None:
+    """Celery's broker and result backend are the redis service, with its password."""
+    url = urlsplit(_resolve(AIRFLOW_ENV[setting]))
+    redis_password = _environment(SERVICES["redis"])["REDIS_PASSWORD"]
+    assert (url.scheme, url.hostname, url.port) == ("redis", "redis", 6379)
+    assert url.password == _resolve(redis_password) == "__REDIS_PASSWORD__"
+
+
+def test_redis_requires_its_password() -> None:
+    """Redis starts with `requirepass` from REDIS_PASSWORD, written to a config file that
+    redis-server reads (not on its command line, which `ps` shows)."""
+    script = _script(SERVICES["redis"])
+    assert re.search(r"printf 'requirepass %s\\n' \"\$\$REDIS_PASSWORD\" > (\S+)", script)
+    config = re.search(r"> (\S+)", script)
+    assert config
+    server = _redis_server_argv()
+    assert server[0] == "redis-server"
+    assert server[1] == config[1]
+    assert "--requirepass" not in server
+
+
+def _redis_server_argv() -> list[str]:
+    """The redis-server command line in the redis service's script."""
+    lines = [line for line in _script(SERVICES["redis"]).splitlines() if "redis-server" in line]
+    assert len(lines) == 1, lines
+    argv = shlex.split(lines[0])
+    return argv[argv.index("redis-server") :]
 
 
 def test_dags_start_unpaused() -> None:
@@ -291,6 +368,165 @@ def test_airflow_init_runs_once() -> None:
     assert SERVICES["airflow-init"].get("restart", "no") == "no"
 
 
+# Services that run until stopped (all but the one-shot airflow-init).
+LONG_RUNNING = tuple(name for name in REQUIRED_SERVICES if name != "airflow-init")
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING)
+def test_every_long_running_service_has_a_healthcheck(service: str) -> None:
+    """Each service that keeps running says when it is healthy (depends_on waits on it)."""
+    test = SERVICES[service]["healthcheck"]["test"]
+    assert isinstance(test, list)
+    assert test[0] in ("CMD", "CMD-SHELL")
+    assert len(test) > 1
+
+
+def test_redis_is_healthy_when_it_answers_ping() -> None:
+    """Redis's healthcheck is `redis-cli ping` answered PONG, authenticated through
+    REDISCLI_AUTH (the password is not on the command line) with Redis's own password."""
+    test = SERVICES["redis"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    assert re.fullmatch(r"redis-cli ping \| grep -q PONG", test[1])
+    env = _environment(SERVICES["redis"])
+    assert env["REDISCLI_AUTH"] == env["REDIS_PASSWORD"]
+
+
+def test_a_worker_is_healthy_when_its_celery_node_answers_ping() -> None:
+    """The official file's worker healthcheck: `celery inspect ping` of this container's
+    Celery node (celery@<hostname>, Celery's default name), with the provider's app."""
+    test = SERVICES[WORKER]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    argv = shlex.split(test[1])
+    assert argv[:2] == ["celery", "--app"]
+    module, _, attribute = argv[2].rpartition(".")
+    assert (module, attribute) == ("airflow.providers.celery.executors.celery_executor", "app")
+    assert importlib.util.find_spec(module) is not None, f"{module} is not installed"
+    assert argv[3:5] == ["inspect", "ping"]
+    assert argv[argv.index("--destination") + 1] == "celery@$${HOSTNAME}"
+    # The worker keeps Celery's default node name, the one pinged.
+    assert "--celery-hostname" not in _command(SERVICES[WORKER])
+
+
+def test_the_scheduler_healthcheck_probes_its_health_check_server() -> None:
+    """The scheduler's healthcheck asks the health check server where compose puts it."""
+    host = AIRFLOW_ENV["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"]
+    port = AIRFLOW_ENV["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"]
+    assert AIRFLOW_ENV["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"].lower() == "true"
+    assert f"http://{host}:{port}/health" in SERVICES["airflow-scheduler"]["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize(
+    ("service", "dependency"),
+    [(name, dep) for name, service in SERVICES.items() for dep in service.get("depends_on", {})],
+)
+def test_a_service_waits_for_its_dependency_to_be_ready(service: str, dependency: str) -> None:
+    """depends_on with conditions: a dependency with a healthcheck is waited for until it is
+    healthy, the one-shot airflow-init until it completed successfully."""
+    depends_on = SERVICES[service]["depends_on"]
+    assert isinstance(depends_on, dict), "depends_on without conditions only orders the starts"
+    expected = (
+        "service_completed_successfully"
+        if dependency == "airflow-init"
+        else "service_healthy"
+        if "healthcheck" in SERVICES[dependency]
+        else "a dependency without a healthcheck"
+    )
+    assert depends_on[dependency]["condition"] == expected
+
+
+@pytest.mark.parametrize("service", [name for name in AIRFLOW_SERVICES if name != "airflow-init"])
+def test_airflow_services_wait_for_the_databases_and_the_broker(service: str) -> None:
+    """No Airflow component starts before PostgreSQL and Redis are healthy."""
+    assert {"postgres", "redis"} <= set(SERVICES[service]["depends_on"])
+
+
+def test_the_workers_wait_for_what_their_tasks_call() -> None:
+    """Tasks run in the workers: they need the Execution API and the warehouse."""
+    depends_on = SERVICES[WORKER]["depends_on"]
+    assert {"airflow-apiserver", "warehouse", "postgres"} <= set(depends_on)
+
+
+@pytest.mark.parametrize("key", ["container_name", "hostname", "ports", "scale"])
+def test_the_worker_can_be_scaled(key: str) -> None:
+    """`docker compose up --scale airflow-worker=N`: no fixed container name, host name or
+    published port that replicas would share, and no fixed count."""
+    assert key not in SERVICES[WORKER]
+    assert "replicas" not in SERVICES[WORKER].get("deploy", {})
+
+
+def test_a_worker_is_not_given_one_fixed_worker_name() -> None:
+    """Each replica records its own host name: no SHIPPING_WORKER_NAME shared by all."""
+    from shipping.ops.executor import WORKER_NAME_VAR
+
+    assert WORKER_NAME_VAR not in _environment(SERVICES[WORKER])
+
+
+@pytest.mark.parametrize("service", [name for name in AIRFLOW_SERVICES if name != "airflow-init"])
+def test_every_airflow_component_shares_the_log_folder(service: str) -> None:
+    """Task logs are on one volume, mounted where Airflow writes them, in every component:
+    the API server reads what the workers wrote."""
+    folder = AIRFLOW_ENV["AIRFLOW__LOGGING__BASE_LOG_FOLDER"]
+    mounts = [v.split(":") for v in SERVICES[service]["volumes"]]
+    assert ["airflow-logs", folder] in mounts
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def _shell_scripts() -> list[tuple[str, str, str]]:
+    """(where, shell, script) of each `sh -c` / `bash -c` command and CMD-SHELL healthcheck,
+    with compose's `$$` unescaped to the `$` the shell gets."""
+    found = []
+    for name, service in SERVICES.items():
+        command = _command(service)
+        if command[:1] in (["sh"], ["bash"]) and command[1:2] == ["-c"]:
+            found.append((f"{name}.command", command[0], command[2]))
+        test = service.get("healthcheck", {}).get("test", [])
+        if test[:1] == ["CMD-SHELL"]:
+            found.append((f"{name}.healthcheck", "sh", test[1]))
+    return [(where, shell, script.replace("$$", "$")) for where, shell, script in found]
+
+
+@pytest.mark.parametrize(
+    ("where", "shell", "script"), _shell_scripts(), ids=[where for where, _, _ in _shell_scripts()]
+)
+def test_compose_shell_scripts_parse(where: str, shell: str, script: str) -> None:
+    """Each script compose hands to a shell is syntactically valid for that shell."""
+    binary = shutil.which(shell)
+    assert binary, f"{shell} is needed to check {where}"
+    result = subprocess.run(
+        [binary, "-n", "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_worker_stop_lets_running_tasks_finish() -> None:
+    """A stopped worker gets SIGTERM alone (dumb-init does not signal its task processes),
+    so that Celery's warm shutdown lets the tasks it runs finish."""
+    assert _environment(SERVICES[WORKER])["DUMB_INIT_SETSID"] == "0"
+    assert _seconds(SERVICES[WORKER]["stop_grace_period"]) >= 60
+
+
+def _seconds(duration: str) -> int:
+    """A compose duration such as `300s`, `5m` or `1m30s` in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", str(duration))
+    assert parts, f"unreadable duration {duration!r}"
+    assert any(parts.groups()), f"unreadable duration {duration!r}"
+    hours, minutes, seconds = (int(group or 0) for group in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def test_the_image_gets_the_celery_provider_from_the_lock_file() -> None:
+    """The CeleryExecutor needs apache-airflow-providers-celery and the Redis client: runtime
+    dependencies of the project, which the image installs from uv.lock."""
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    (project,) = [p for p in lock["package"] if p["source"] == {"editable": "."}]
+    runtime = {dep["name"] for dep in project["dependencies"]}
+    assert {"apache-airflow-providers-celery", "redis"} <= runtime
+
+
 def test_airflow_init_creates_the_warehouse_pool() -> None:
     """airflow-init creates the pool the DAG uses, with the configured slots."""
     pools = re.findall(r"airflow pools set (\S+) (\d+)", _script(SERVICES["airflow-init"]))
@@ -331,9 +567,11 @@ def test_the_database_url_names_the_configured_database(
     assert (url.host, url.database) == ("postgres", database)
 
 
-def test_connection_variables_are_named_after_the_connection_ids() -> None:
+@pytest.mark.parametrize("service", AIRFLOW_SERVICES)
+def test_connection_variables_are_named_after_the_connection_ids(service: str) -> None:
     """Airflow gets exactly the DAG's two connections, named from the settings."""
-    names = {name for name in COMMON_ENV if name.startswith("AIRFLOW_CONN_")}
+    env = _environment(SERVICES[service])
+    names = {name for name in env if name.startswith("AIRFLOW_CONN_")}
     assert names == {WAREHOUSE_CONN_VAR, LEDGER_CONN_VAR}
 
 
@@ -343,6 +581,7 @@ def test_the_warehouse_connection_reaches_the_warehouse_service() -> None:
     token = _resolve(_environment(SERVICES["warehouse"])["WAREHOUSE_API_TOKEN"])
     assert conn == {
         "conn_type": "http",
+        "schema": "http",
         "host": "warehouse",
         "port": contract.WAREHOUSE_PORT,
         "password": token,
@@ -549,85 +788,3 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context(source: str) -
     """Each file or folder the Dockerfile copies exists and .dockerignore admits it."""
     assert (REPO / source).exists()
     assert _admitted_by_dockerignore(source.split("/")[0])
-
-
-def _local_stack_airflow_env(tmp_path: Path) -> dict[str, str]:
-    """The environment `make up` gives every Airflow component (no process started)."""
-    from shipping.ops.stack import Stack
-    from shipping.ops.state import StackState
-
-    state = StackState(
-        airflow_url="http://127.0.0.1:8080",
-        warehouse_url="http://127.0.0.1:8081",
-        admin_password="pw-for-the-test",
-        warehouse_api_token="client-token-for-the-test",
-        warehouse_admin_token="admin-token-for-the-test",
-        ledger_url="postgresql+psycopg2://u@db/shipping_ledger",
-        postgres_url="postgresql+psycopg2://u@db/postgres",
-        embedded_postgres=False,
-    )
-    stack = Stack(directory=tmp_path, env={}, echo=lambda _: None)
-    return stack._airflow_env(state)
-
-
-@pytest.mark.parametrize(
-    "setting",
-    [
-        "AIRFLOW__CORE__EXECUTOR",
-        "AIRFLOW__CORE__LOAD_EXAMPLES",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-        "AIRFLOW__API_AUTH__JWT_SECRET",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
-    ],
-)
-def test_compose_and_the_local_stack_set_the_same_airflow_setting(
-    tmp_path: Path, setting: str
-) -> None:
-    """Both ways of running the system configure Airflow on the same points."""
-    local = _local_stack_airflow_env(tmp_path)
-    assert setting in local
-    assert setting in _environment(COMPOSE["services"]["airflow-scheduler"])
-
-
-def test_compose_and_the_local_stack_agree_on_the_connections(tmp_path: Path) -> None:
-    """Same AIRFLOW_CONN_* variables, same connection types, in compose and `make up`."""
-    local = {
-        k: v for k, v in _local_stack_airflow_env(tmp_path).items() if k.startswith("AIRFLOW_CONN_")
-    }
-    compose = {
-        k: v
-        for k, v in _environment(COMPOSE["services"]["airflow-scheduler"]).items()
-        if k.startswith("AIRFLOW_CONN_")
-    }
-    assert set(local) == set(compose)
-    for name, value in local.items():
-        assert json.loads(value)["conn_type"] == json.loads(_resolve(compose[name]))["conn_type"]
-
-
-def test_compose_and_the_local_stack_agree_on_the_executor_and_users(tmp_path: Path) -> None:
-    """LocalExecutor, examples off, DAGs unpaused, user admin: the same in both."""
-    local = _local_stack_airflow_env(tmp_path)
-    compose = _environment(COMPOSE["services"]["airflow-scheduler"])
-    for setting in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"):
-        assert local[setting] == compose[setting]
-    for setting in ("AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"):
-        assert local[setting].lower() == compose[setting].lower() == "false"
-
-
-def _recovery_settings() -> list[str]:
-    from shipping.ops.stack import RECOVERY_SETTINGS
-
-    return sorted(RECOVERY_SETTINGS)
-
-
-@pytest.mark.parametrize("setting", _recovery_settings())
-def test_compose_recovers_killed_tasks_as_fast_as_the_local_stack(
-    tmp_path: Path, setting: str
-) -> None:
-    """The heartbeat timeout and orphan checks are the same in compose and `make up`."""
-    local = _local_stack_airflow_env(tmp_path)
-    assert local[setting] == _environment(COMPOSE["services"]["airflow-scheduler"])[setting]
