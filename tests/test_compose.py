@@ -1,9 +1,13 @@
-"""docker-compose.yaml, its Dockerfile and .env.example agree with the project's contracts.
+"""docker-compose.yaml, its Dockerfile and .env.example agree with the project's contracts
+and with the local stack's Celery mode.
 
 No Docker engine runs here, so the stack is checked statically: the compose file against
 the Compose Specification's JSON schema (``../shared/compose-spec.json``, beside the
 clone; CI has it), its names (DAG, pool, connections, ports, databases, variables)
-against :mod:`shipping.contract`, which the DAG and the local stack use as well.
+against :mod:`shipping.contract`, which the DAG and the local stack use as well, and, in
+the last part, against the local stack in Celery mode as :mod:`shipping.ops.stack` builds
+it (its programs, each one's Airflow settings and connections, its pool, its DAG folder),
+so that the two ways of running the system cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import ast
 import importlib
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +34,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from shipping import contract
+from shipping.ops.stack import Program
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_SPEC = REPO.parent / "shared" / "compose-spec.json"
@@ -788,3 +794,421 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context(source: str) -
     """Each file or folder the Dockerfile copies exists and .dockerignore admits it."""
     assert (REPO / source).exists()
     assert _admitted_by_dockerignore(source.split("/")[0])
+
+
+# === compose against the local stack's Celery mode =======================================
+# The local stack (`make up EXECUTOR=celery`) as shipping/ops/stack.py builds it, without
+# starting anything: its supervised programs with their command lines, and the environment
+# each one runs with (what the exec wrapper makes of supervisord's environment and the
+# program's environment file). The tests below compare compose with that, not with a copy.
+
+#: Compose service -> the local stack's program. The one `airflow-worker` service is
+#: scaled to N replicas; the stack runs worker-1 ... worker-N.
+COMPOSE_TO_STACK: Mapping[str, str] = {
+    "postgres": "postgres",
+    "redis": "redis",
+    "warehouse": "warehouse",
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer",
+    WORKER: "worker-N",
+}
+#: airflow-init is not a program of the stack: `up` runs the same bootstrap (databases,
+#: migration, pool) itself, with the Airflow components' environment, before starting them.
+BOOTSTRAP = "airflow-init"
+#: Each compose Airflow service and its counterpart in the stack.
+AIRFLOW_PAIRS = [
+    (BOOTSTRAP, "bootstrap"),
+    *((name, program) for name, program in COMPOSE_TO_STACK.items() if name in AIRFLOW_SERVICES),
+]
+
+# Airflow settings (AIRFLOW__*) that legitimately differ between compose and the stack.
+# Every other setting must be set by both, to the same value. Each entry must still apply
+# (a test fails on an exemption that no longer does), so the lists cannot go stale.
+#: Set by the local stack only.
+ONLY_LOCAL: Mapping[str, str] = {
+    # The stack binds the API server to 127.0.0.1 on the host. In its container the API
+    # server listens on every container address (Airflow's default): the workers reach it
+    # by its service name, and compose publishes it on 127.0.0.1 only.
+    "AIRFLOW__API__HOST": "host-specific",
+    # The stack moves it with SHIPPING_AIRFLOW_PORT (several stacks on one host); the
+    # container keeps Airflow's default 8080 (contract.AIRFLOW_PORT, which compose
+    # publishes; checked above) and the host port is in `ports`.
+    "AIRFLOW__API__PORT": "port-specific",
+    # The address the stack is reached at on the host, 127.0.0.1:port. Compose leaves it
+    # unset: the UI is at the root path either way, Airflow's fallback for the links it
+    # builds (http://localhost:8080) is where compose publishes the API server, and the
+    # Execution API URL, which Airflow would derive from it, is set explicitly in both.
+    "AIRFLOW__API__BASE_URL": "host-specific",
+}
+#: Set by compose only.
+ONLY_COMPOSE: Mapping[str, str] = {
+    # The stack's components share one AIRFLOW_HOME, whose airflow.cfg Airflow writes once
+    # with generated keys that they all read; each container has its own home, so compose
+    # must give every container the same keys (from .env).
+    "AIRFLOW__CORE__FERNET_KEY": "secret",
+    "AIRFLOW__API__SECRET_KEY": "secret",
+    # Airflow 3's default auth manager, named explicitly in compose (checked to be the
+    # default below, so both use the same one).
+    "AIRFLOW__CORE__AUTH_MANAGER": "Airflow's default",
+}
+#: Set by both; the values are host, port, path or secret specific. Of a URL, the scheme
+#: and the path must still agree (the database, /execution/, Redis for Celery).
+HOST_SPECIFIC: Mapping[str, str] = {
+    # The project's dags/ on the host; the image's copy of it (same files: checked below).
+    "AIRFLOW__CORE__DAGS_FOLDER": "path",
+    # The stack's log folder; the volume every container shares.
+    "AIRFLOW__LOGGING__BASE_LOG_FOLDER": "path",
+    # In the stack's state folder; on the volume airflow-init writes it to.
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "path",
+    # 127.0.0.1:port on the host; the airflow-apiserver service.
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "host and port",
+    # The PostgreSQL server, its host and password.
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "host, port and password",
+    # Generated by the stack; from .env.
+    "AIRFLOW__API_AUTH__JWT_SECRET": "secret",
+    # The stack's Redis on 127.0.0.1 (or SHIPPING_REDIS_URL); the redis service.
+    "AIRFLOW__CELERY__BROKER_URL": "host, port and password",
+    "AIRFLOW__CELERY__RESULT_BACKEND": "host, port and password",
+    # Moves with SHIPPING_AIRFLOW_PORT on the host; each scheduler container has its own
+    # ports (its healthcheck probes compose's value: checked above).
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": "port-specific",
+}
+#: Settings named in the issue as the ones that must agree; the comparison covers every
+#: setting, these are spelled out so that a failure names them.
+MUST_AGREE = (
+    "AIRFLOW__CORE__EXECUTOR",
+    "AIRFLOW__CORE__LOAD_EXAMPLES",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION",
+    "AIRFLOW__CORE__PARALLELISM",
+    "AIRFLOW__CORE__HOSTNAME_CALLABLE",
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD",
+)
+#: Flags of the stack's Airflow command lines that compose leaves out.
+ONLY_LOCAL_FLAGS: Mapping[str, str] = {
+    # Airflow's log servers bind every interface of the host (hard-coded), so the stack
+    # runs none and the UI reads the shared log folder. In compose they listen inside the
+    # compose network only (nothing is published) and serve the logs of running tasks.
+    "--skip-serve-logs": "host-specific",
+    # worker-N@host keeps the stack's workers on one host apart; each compose replica is a
+    # container of its own, named celery@<its hostname> (what its healthcheck pings).
+    "--celery-hostname": "host-specific",
+    # Compose sets the same number as AIRFLOW__CELERY__WORKER_CONCURRENCY, the option's
+    # default (checked below), so that one setting holds it.
+    "--concurrency": "the same value as a setting",
+}
+#: The flags above that take a value (worker-1@%h, 4): not subcommands.
+VALUE_FLAGS = frozenset({"--celery-hostname", "--concurrency"})
+
+
+class LocalStack(NamedTuple):
+    """The local stack in Celery mode, as shipping/ops/stack.py builds it."""
+
+    #: Each supervised program by name (its command line, stop signal and wait).
+    programs: dict[str, Program]
+    #: The environment each program runs with.
+    envs: dict[str, dict[str, str]]
+    #: The environment of the bootstrap commands (`airflow db migrate`, `pools set`).
+    bootstrap_env: dict[str, str]
+
+
+def _build_local_stack(directory: Path) -> LocalStack:
+    from shipping.ops import localpg
+    from shipping.ops.stack import HOST, Stack
+    from shipping.ops.state import StackState
+
+    # Only what selects Celery mode: every other setting at the stack's default. PATH
+    # for the redis-server the stack finds there (or in the project's environment).
+    env = {"SHIPPING_EXECUTOR": "celery", "PATH": os.environ.get("PATH", "")}
+    stack = Stack(directory=directory, env=env, echo=lambda _: None)
+    # The stack's embedded PostgreSQL (its command line does not matter here).
+    pg = localpg.ServerCommand(["postgres", "-D", str(directory / "pg")], None, "postgresql://")
+    programs = {p.name: p for p in stack._programs(pg, stack.executor)}
+    # What `up` records before it configures Airflow (stack._prepare), with test secrets.
+    state = StackState(
+        airflow_url=f"http://{HOST}:{stack.ports.airflow}",
+        warehouse_url=f"http://{HOST}:{stack.ports.warehouse}",
+        admin_password="admin-password-of-the-test",
+        warehouse_api_token="client-token-of-the-test",
+        warehouse_admin_token="admin-token-of-the-test",
+        ledger_url=f"postgresql+psycopg2://u:pw@{HOST}:5432/{contract.LEDGER_DATABASE}",
+        postgres_url=f"postgresql+psycopg2://u:pw@{HOST}:5432/postgres",
+        embedded_postgres=True,
+        executor=stack.executor.kind,
+        celery_workers=stack.executor.workers,
+        celery_concurrency=stack.executor.concurrency,
+        broker_url=stack._own_redis_url(),
+        embedded_redis=True,
+    )
+    stack._write_env_files(state, stack.executor)
+    envs = {}
+    for name, program in programs.items():
+        program_env = stack._base_env()
+        if program.env_file is not None:
+            for key, value in json.loads(program.env_file.read_text()).items():
+                if value is None:
+                    program_env.pop(key, None)
+                else:
+                    program_env[key] = value
+        envs[name] = program_env
+    return LocalStack(programs, envs, stack._airflow_env(state))
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> LocalStack:
+    return _build_local_stack(tmp_path_factory.mktemp("stack"))
+
+
+def _kind(program: str) -> str:
+    """The stack's program name with a worker's number generalised (worker-2 -> worker-N)."""
+    return re.sub(r"^worker-\d+$", "worker-N", program)
+
+
+def _local_programs(local: LocalStack, kind: str) -> list[str]:
+    names = [name for name in local.programs if _kind(name) == kind]
+    assert names, f"the local stack runs no {kind}"
+    return names
+
+
+def _local_env(local: LocalStack, compose_service: str) -> list[dict[str, str]]:
+    """The environments of the stack's counterparts of a compose Airflow service."""
+    if compose_service == BOOTSTRAP:
+        return [local.bootstrap_env]
+    return [local.envs[name] for name in _local_programs(local, COMPOSE_TO_STACK[compose_service])]
+
+
+def _airflow_settings(env: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key.startswith("AIRFLOW__")}
+
+
+def _same_value(value: str) -> str:
+    """A setting's value as Airflow reads it: booleans in any case."""
+    return value.lower() if value.lower() in ("true", "false") else value
+
+
+def _url_shape(value: str) -> tuple[str, str] | None:
+    """What must agree of a host-specific URL: its scheme and path; None if not a URL."""
+    if "://" not in value:
+        return None
+    url = urlsplit(_resolve(value))
+    return url.scheme, url.path
+
+
+def test_compose_runs_the_services_of_the_local_stack(local: LocalStack) -> None:
+    """The same services: each compose service is one of the stack's programs (the workers
+    one scalable service), and each program of the stack is a compose service."""
+    assert set(SERVICES) == {*COMPOSE_TO_STACK, BOOTSTRAP}
+    assert {_kind(name) for name in local.programs} == set(COMPOSE_TO_STACK.values())
+
+
+def test_the_local_stack_runs_several_workers_as_compose_scales_one(local: LocalStack) -> None:
+    """The stack's Celery mode has worker-1 ... worker-N (N > 1 by default)."""
+    from shipping.ops.executor import DEFAULT_WORKERS
+
+    assert _local_programs(local, "worker-N") == [
+        f"worker-{i}" for i in range(1, DEFAULT_WORKERS + 1)
+    ]
+
+
+@pytest.mark.parametrize(("service", "program"), [p for p in AIRFLOW_PAIRS if p[0] != BOOTSTRAP])
+def test_compose_runs_the_same_airflow_command(
+    local: LocalStack, service: str, program: str
+) -> None:
+    """Each Airflow service runs the stack's Airflow command; flags differ only as listed."""
+    compose = _command(SERVICES[service])
+    for name in _local_programs(local, program):
+        argv = local.programs[name].argv
+        assert Path(argv[0]).name == "airflow"
+        words = [arg for arg in argv[1:] if not arg.startswith("-")]
+        flags = {arg for arg in argv[1:] if arg.startswith("-")}
+        compose_words = [arg for arg in compose if not arg.startswith("-")]
+        compose_flags = {arg for arg in compose if arg.startswith("-")}
+        values = {argv[argv.index(flag) + 1] for flag in flags & VALUE_FLAGS}
+        assert compose_words == [word for word in words if word not in values]
+        assert compose_flags == flags - set(ONLY_LOCAL_FLAGS)
+
+
+def test_every_flag_exemption_still_applies(local: LocalStack) -> None:
+    """Each flag listed as the stack's own is on one of its Airflow command lines."""
+    flags = {
+        arg for program in local.programs.values() for arg in program.argv if arg.startswith("-")
+    }
+    assert set(ONLY_LOCAL_FLAGS) <= flags
+
+
+def test_a_worker_has_as_many_slots_as_the_stacks(local: LocalStack) -> None:
+    """The stack's workers run `--concurrency C`; compose's read the same C from
+    AIRFLOW__CELERY__WORKER_CONCURRENCY, the option's default."""
+    for name in _local_programs(local, "worker-N"):
+        argv = local.programs[name].argv
+        slots = argv[argv.index("--concurrency") + 1]
+        assert slots == local.envs[name]["AIRFLOW__CELERY__WORKER_CONCURRENCY"]
+        assert slots == _environment(SERVICES[WORKER])["AIRFLOW__CELERY__WORKER_CONCURRENCY"]
+
+
+def test_a_stopped_worker_has_as_long_to_finish_as_the_stacks(local: LocalStack) -> None:
+    """Stopping a worker: the signal reaches the worker alone and it gets as long as the
+    stack gives its workers before it is killed."""
+    for name in _local_programs(local, "worker-N"):
+        program = local.programs[name]
+        assert program.stop_signal == "TERM"  # what docker stop sends too
+        assert program.stop_as_group is False
+        assert _environment(SERVICES[WORKER])["DUMB_INIT_SETSID"] == "0"
+        assert _seconds(SERVICES[WORKER]["stop_grace_period"]) == program.stop_wait_s
+
+
+def test_redis_keeps_every_write_as_the_stacks(local: LocalStack) -> None:
+    """Compose's Redis persists like the stack's: append-only, fsync always, no snapshots."""
+    persistence = ("--appendonly", "--appendfsync", "--save")
+
+    def options(argv: list[str]) -> dict[str, str]:
+        return {flag: argv[argv.index(flag) + 1] for flag in persistence if flag in argv}
+
+    stack_options = options(local.programs["redis"].argv)
+    assert set(stack_options) == set(persistence)
+    assert options(_redis_server_argv()) == stack_options
+
+
+@pytest.mark.parametrize(("service", "program"), AIRFLOW_PAIRS)
+def test_compose_sets_the_airflow_settings_the_stack_sets(
+    local: LocalStack, service: str, program: str
+) -> None:
+    """The same AIRFLOW__* settings, but for the listed exemptions."""
+    compose = set(_airflow_settings(_environment(SERVICES[service])))
+    for env in _local_env(local, service):
+        stack = set(_airflow_settings(env))
+        assert sorted(compose - stack) == sorted(ONLY_COMPOSE)
+        assert sorted(stack - compose) == sorted(ONLY_LOCAL)
+
+
+@pytest.mark.parametrize(("service", "program"), AIRFLOW_PAIRS)
+def test_compose_gives_the_airflow_settings_the_stacks_values(
+    local: LocalStack, service: str, program: str
+) -> None:
+    """Every setting both set has the same value (booleans in any case); of a host-,
+    path- or secret-specific value what must still agree (a URL's scheme and path)."""
+    compose = _airflow_settings(_environment(SERVICES[service]))
+    for env in _local_env(local, service):
+        stack = _airflow_settings(env)
+        both = set(compose) & set(stack)
+        differ = {
+            key: (compose[key], stack[key])
+            for key in sorted(both - set(HOST_SPECIFIC))
+            if _same_value(compose[key]) != _same_value(stack[key])
+        }
+        assert differ == {}
+        differ = {
+            key: (compose[key], stack[key])
+            for key in sorted(both & set(HOST_SPECIFIC))
+            if _url_shape(compose[key]) != _url_shape(stack[key])
+        }
+        assert differ == {}
+
+
+def test_every_host_specific_exemption_still_applies(local: LocalStack) -> None:
+    """Each setting exempted as host-specific is set by both sides for some service."""
+    pairs = [
+        (_airflow_settings(_environment(SERVICES[service])), _airflow_settings(env))
+        for service, _ in AIRFLOW_PAIRS
+        for env in _local_env(local, service)
+    ]
+    both = {key for compose, stack in pairs for key in set(compose) & set(stack)}
+    assert set(HOST_SPECIFIC) <= both
+
+
+@pytest.mark.parametrize("setting", MUST_AGREE)
+@pytest.mark.parametrize(("service", "program"), AIRFLOW_PAIRS)
+def test_compose_and_the_stack_agree_on_the_setting(
+    local: LocalStack, service: str, program: str, setting: str
+) -> None:
+    """Executor, examples, paused DAGs, parallelism, host names, worker slots, user and
+    fast recovery: set in both, to the same value."""
+    compose = _environment(SERVICES[service])
+    for env in _local_env(local, service):
+        assert setting in env
+        assert setting in compose
+        assert _same_value(compose[setting]) == _same_value(env[setting])
+
+
+def test_the_stacks_recovery_settings_are_among_those_that_must_agree() -> None:
+    """MUST_AGREE names every fast-recovery setting of the stack."""
+    from shipping.ops.stack import RECOVERY_SETTINGS
+
+    assert set(RECOVERY_SETTINGS) <= set(MUST_AGREE)
+
+
+def test_compose_names_airflows_default_auth_manager() -> None:
+    """The auth manager compose names explicitly is the one the stack gets by default."""
+    spec = importlib.util.find_spec("airflow")
+    assert spec
+    assert spec.submodule_search_locations
+    config = Path(next(iter(spec.submodule_search_locations))) / "config_templates" / "config.yml"
+    default = yaml.safe_load(config.read_text())["core"]["options"]["auth_manager"]["default"]
+    assert AIRFLOW_ENV["AIRFLOW__CORE__AUTH_MANAGER"] == default
+
+
+@pytest.mark.parametrize(("service", "program"), AIRFLOW_PAIRS)
+def test_compose_gives_the_connections_the_stack_gives(
+    local: LocalStack, service: str, program: str
+) -> None:
+    """The same connection ids, types and fields (their hosts and secrets differ)."""
+
+    def connections(env: Mapping[str, str]) -> dict[str, tuple[str, list[str]]]:
+        found = {}
+        for key, value in env.items():
+            if key.startswith("AIRFLOW_CONN_"):
+                conn = json.loads(_resolve(value))
+                found[key] = (conn["conn_type"], sorted(conn))
+        return found
+
+    compose = connections(_environment(SERVICES[service]))
+    for env in _local_env(local, service):
+        assert compose == connections(env)
+        assert set(compose) == {WAREHOUSE_CONN_VAR, LEDGER_CONN_VAR}
+
+
+def test_airflow_init_creates_the_stacks_pools() -> None:
+    """airflow-init creates the pools the stack creates, with the same slots."""
+    from shipping.ops.stack import BOOTSTRAP_POOLS
+
+    pools = re.findall(r"airflow pools set (\S+) (\d+)", _script(SERVICES[BOOTSTRAP]))
+    assert {name: int(slots) for name, slots in pools} == dict(BOOTSTRAP_POOLS)
+    assert dict(BOOTSTRAP_POOLS) == {contract.WAREHOUSE_POOL: contract.WAREHOUSE_POOL_SLOTS}
+
+
+def _dag_files(folder: Path) -> set[str]:
+    """The files of a DAG folder that Airflow can read (not bytecode caches)."""
+    return {
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+
+
+def test_the_image_bakes_the_stacks_dag_folder(local: LocalStack) -> None:
+    """Compose's DAG folder is the image's copy of the stack's: the Dockerfile copies the
+    stack's folder to compose's AIRFLOW__CORE__DAGS_FOLDER, and every file of it gets
+    through .dockerignore."""
+    folders = {
+        Path(env["AIRFLOW__CORE__DAGS_FOLDER"])
+        for env in local.envs.values()
+        if "AIRFLOW__CORE__DAGS_FOLDER" in env
+    }
+    (folder,) = folders
+    assert folder.resolve().parent == REPO
+    source = folder.resolve().relative_to(REPO).as_posix()
+    copies = [
+        args[-2:]
+        for _, keyword, args in _dockerfile()
+        if keyword == "COPY" and not any(arg.startswith("--from") for arg in args)
+    ]
+    assert [source, AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"]] in copies
+    files = _dag_files(folder)
+    assert f"{contract.DAG_ID}.py" in files
+    assert {f for f in files if _admitted_by_dockerignore(f"{source}/{f}")} == files
