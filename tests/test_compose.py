@@ -248,8 +248,7 @@ def test_the_service_runs_the_project_image(service: str) -> None:
 @pytest.mark.parametrize("setting", SHARED_AIRFLOW_SETTINGS)
 @pytest.mark.parametrize("service", AIRFLOW_SERVICES)
 def test_every_airflow_service_shares_the_setting(service: str, setting: str) -> None:
-    """Each Airflow component, the workers too, sees the common value of a setting they
-    must agree on."""
+    """Each Airflow component, the workers too, sees the common value of a shared setting."""
     assert AIRFLOW_ENV.get(setting) is not None
     assert _environment(SERVICES[service]).get(setting) == AIRFLOW_ENV[setting]
 
@@ -265,8 +264,7 @@ def test_every_airflow_service_but_the_workers_uses_the_metadata_database(
 
 
 def test_the_workers_get_no_metadata_database() -> None:
-    """A Celery worker talks to the Execution API only: no database URL, in the worker's
-    environment or in what every Airflow process shares (as in the local stack)."""
+    """A Celery worker gets no database URL, as in the local stack (it uses the Execution API)."""
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in _environment(SERVICES[WORKER])
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in AIRFLOW_ENV
     assert not any(
@@ -298,8 +296,7 @@ def test_the_broker_and_result_backend_are_the_redis_service(setting: str) -> No
 
 
 def test_redis_requires_its_password() -> None:
-    """Redis starts with `requirepass` from REDIS_PASSWORD, written to a config file that
-    redis-server reads (not on its command line, which `ps` shows)."""
+    """Redis's password goes from REDIS_PASSWORD into a config file, not onto its command line."""
     script = _script(SERVICES["redis"])
     assert re.search(r"printf 'requirepass %s\\n' \"\$\$REDIS_PASSWORD\" > (\S+)", script)
     config = re.search(r"> (\S+)", script)
@@ -388,8 +385,7 @@ def test_every_long_running_service_has_a_healthcheck(service: str) -> None:
 
 
 def test_redis_is_healthy_when_it_answers_ping() -> None:
-    """Redis's healthcheck is `redis-cli ping` answered PONG, authenticated through
-    REDISCLI_AUTH (the password is not on the command line) with Redis's own password."""
+    """Redis is healthy when `redis-cli ping`, with its password from REDISCLI_AUTH, gets PONG."""
     test = SERVICES["redis"]["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL"
     assert re.fullmatch(r"redis-cli ping \| grep -q PONG", test[1])
@@ -398,8 +394,7 @@ def test_redis_is_healthy_when_it_answers_ping() -> None:
 
 
 def test_a_worker_is_healthy_when_its_celery_node_answers_ping() -> None:
-    """The official file's worker healthcheck: `celery inspect ping` of this container's
-    Celery node (celery@<hostname>, Celery's default name), with the provider's app."""
+    """A worker is healthy when its Celery node (celery@<hostname>) answers `inspect ping`."""
     test = SERVICES[WORKER]["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL"
     argv = shlex.split(test[1])
@@ -426,8 +421,7 @@ def test_the_scheduler_healthcheck_probes_its_health_check_server() -> None:
     [(name, dep) for name, service in SERVICES.items() for dep in service.get("depends_on", {})],
 )
 def test_a_service_waits_for_its_dependency_to_be_ready(service: str, dependency: str) -> None:
-    """depends_on with conditions: a dependency with a healthcheck is waited for until it is
-    healthy, the one-shot airflow-init until it completed successfully."""
+    """depends_on waits for a healthy dependency, or for airflow-init to complete successfully."""
     depends_on = SERVICES[service]["depends_on"]
     assert isinstance(depends_on, dict), "depends_on without conditions only orders the starts"
     expected = (
@@ -454,8 +448,7 @@ def test_the_workers_wait_for_what_their_tasks_call() -> None:
 
 @pytest.mark.parametrize("key", ["container_name", "hostname", "ports", "scale"])
 def test_the_worker_can_be_scaled(key: str) -> None:
-    """`docker compose up --scale airflow-worker=N`: no fixed container name, host name or
-    published port that replicas would share, and no fixed count."""
+    """The worker scales: no container name, host name, published port or count to share."""
     assert key not in SERVICES[WORKER]
     assert "replicas" not in SERVICES[WORKER].get("deploy", {})
 
@@ -469,8 +462,7 @@ def test_a_worker_is_not_given_one_fixed_worker_name() -> None:
 
 @pytest.mark.parametrize("service", [name for name in AIRFLOW_SERVICES if name != "airflow-init"])
 def test_every_airflow_component_shares_the_log_folder(service: str) -> None:
-    """Task logs are on one volume, mounted where Airflow writes them, in every component:
-    the API server reads what the workers wrote."""
+    """Every component mounts the one log volume where Airflow writes task logs."""
     folder = AIRFLOW_ENV["AIRFLOW__LOGGING__BASE_LOG_FOLDER"]
     mounts = [v.split(":") for v in SERVICES[service]["volumes"]]
     assert ["airflow-logs", folder] in mounts
@@ -509,8 +501,7 @@ def test_compose_shell_scripts_parse(where: str, shell: str, script: str) -> Non
 
 
 def test_the_worker_stop_lets_running_tasks_finish() -> None:
-    """A stopped worker gets SIGTERM alone (dumb-init does not signal its task processes),
-    so that Celery's warm shutdown lets the tasks it runs finish."""
+    """A stopped worker alone gets SIGTERM, so Celery's warm shutdown lets its tasks finish."""
     assert _environment(SERVICES[WORKER])["DUMB_INIT_SETSID"] == "0"
     assert _seconds(SERVICES[WORKER]["stop_grace_period"]) >= 60
 
@@ -525,8 +516,7 @@ def _seconds(duration: str) -> int:
 
 
 def test_the_image_gets_the_celery_provider_from_the_lock_file() -> None:
-    """The CeleryExecutor needs apache-airflow-providers-celery and the Redis client: runtime
-    dependencies of the project, which the image installs from uv.lock."""
+    """The Celery provider and the Redis client are runtime dependencies in the image's uv.lock."""
     lock = tomllib.loads((REPO / "uv.lock").read_text())
     (project,) = [p for p in lock["package"] if p["source"] == {"editable": "."}]
     runtime = {dep["name"] for dep in project["dependencies"]}
@@ -1001,8 +991,7 @@ def _url_shape(value: str) -> tuple[str, str] | None:
 
 
 def test_compose_runs_the_services_of_the_local_stack(local: LocalStack) -> None:
-    """The same services: each compose service is one of the stack's programs (the workers
-    one scalable service), and each program of the stack is a compose service."""
+    """Each compose service is one of the stack's programs, and each program a compose service."""
     assert set(SERVICES) == {*COMPOSE_TO_STACK, BOOTSTRAP}
     assert {_kind(name) for name in local.programs} == set(COMPOSE_TO_STACK.values())
 
@@ -1043,8 +1032,7 @@ def test_every_flag_exemption_still_applies(local: LocalStack) -> None:
 
 
 def test_a_worker_has_as_many_slots_as_the_stacks(local: LocalStack) -> None:
-    """The stack's workers run `--concurrency C`; compose's read the same C from
-    AIRFLOW__CELERY__WORKER_CONCURRENCY, the option's default."""
+    """Compose's workers get the stack's `--concurrency` as AIRFLOW__CELERY__WORKER_CONCURRENCY."""
     for name in _local_programs(local, "worker-N"):
         argv = local.programs[name].argv
         slots = argv[argv.index("--concurrency") + 1]
@@ -1053,8 +1041,7 @@ def test_a_worker_has_as_many_slots_as_the_stacks(local: LocalStack) -> None:
 
 
 def test_a_stopped_worker_has_as_long_to_finish_as_the_stacks(local: LocalStack) -> None:
-    """Stopping a worker: the signal reaches the worker alone and it gets as long as the
-    stack gives its workers before it is killed."""
+    """A stopped worker alone gets the signal and as long to finish as the stack's workers."""
     for name in _local_programs(local, "worker-N"):
         program = local.programs[name]
         assert program.stop_signal == "TERM"  # what docker stop sends too
@@ -1091,8 +1078,7 @@ def test_compose_sets_the_airflow_settings_the_stack_sets(
 def test_compose_gives_the_airflow_settings_the_stacks_values(
     local: LocalStack, service: str, program: str
 ) -> None:
-    """Every setting both set has the same value (booleans in any case); of a host-,
-    path- or secret-specific value what must still agree (a URL's scheme and path)."""
+    """Shared settings have the stack's values; host-specific URLs keep its scheme and path."""
     compose = _airflow_settings(_environment(SERVICES[service]))
     for env in _local_env(local, service):
         stack = _airflow_settings(env)
@@ -1127,8 +1113,7 @@ def test_every_host_specific_exemption_still_applies(local: LocalStack) -> None:
 def test_compose_and_the_stack_agree_on_the_setting(
     local: LocalStack, service: str, program: str, setting: str
 ) -> None:
-    """Executor, examples, paused DAGs, parallelism, host names, worker slots, user and
-    fast recovery: set in both, to the same value."""
+    """A setting the issue names is set by both, to the same value."""
     compose = _environment(SERVICES[service])
     for env in _local_env(local, service):
         assert setting in env
@@ -1192,9 +1177,7 @@ def _dag_files(folder: Path) -> set[str]:
 
 
 def test_the_image_bakes_the_stacks_dag_folder(local: LocalStack) -> None:
-    """Compose's DAG folder is the image's copy of the stack's: the Dockerfile copies the
-    stack's folder to compose's AIRFLOW__CORE__DAGS_FOLDER, and every file of it gets
-    through .dockerignore."""
+    """The Dockerfile copies every file of the stack's DAG folder to compose's DAGS_FOLDER."""
     folders = {
         Path(env["AIRFLOW__CORE__DAGS_FOLDER"])
         for env in local.envs.values()
