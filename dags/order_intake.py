@@ -32,9 +32,6 @@ from shipping.order import ORDER_SCHEMA
 
 # The door: Airflow checks a triggered run's conf against these and answers 400.
 ORDER_PARAMS = {name: param(schema) for name, schema in ORDER_SCHEMA["properties"].items()}
-# What the tasks that do not read the conf check of it again: nothing (see checked_at_trigger).
-# Otherwise every line's task would validate every line of the order, twice over.
-ALREADY_CHECKED = checked_at_trigger(ORDER_PARAMS)
 
 
 @dag(
@@ -76,7 +73,8 @@ def order_intake() -> None:
         retry_delay=timedelta(seconds=15),
         retry_exponential_backoff=2.0,
         max_retry_delay=timedelta(minutes=5),
-        params=ALREADY_CHECKED,
+        # Checked at the door; otherwise every line's task would check every line again.
+        params=checked_at_trigger(ORDER_PARAMS),
     )
     def ship_item(order: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
         from shipping import pipeline
@@ -96,7 +94,7 @@ def order_intake() -> None:
         context["line_label"] = pipeline.line_label(result)
         return dict(result)
 
-    @task(params=ALREADY_CHECKED)
+    @task(params=checked_at_trigger(ORDER_PARAMS))
     def finalize_order(order: dict[str, Any], results: Any) -> dict[str, Any]:
         from shipping import pipeline
 
