@@ -25,10 +25,13 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
-from dag_support.defaults import DEFAULT_ARGS, ledger, param, warehouse
+from dag_support.defaults import DEFAULT_ARGS, checked_at_trigger, ledger, param, warehouse
 
 from shipping.contract import DAG_ID, SHIP_ITEM_MAX_ACTIVE_PER_RUN, WAREHOUSE_POOL
 from shipping.order import ORDER_SCHEMA
+
+# The door: Airflow checks a triggered run's conf against these and answers 400.
+ORDER_PARAMS = {name: param(schema) for name, schema in ORDER_SCHEMA["properties"].items()}
 
 
 @dag(
@@ -37,7 +40,7 @@ from shipping.order import ORDER_SCHEMA
     catchup=False,
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
-    params={name: param(schema) for name, schema in ORDER_SCHEMA["properties"].items()},
+    params=ORDER_PARAMS,
     tags=["shipping"],
 )
 def order_intake() -> None:
@@ -70,6 +73,8 @@ def order_intake() -> None:
         retry_delay=timedelta(seconds=15),
         retry_exponential_backoff=2.0,
         max_retry_delay=timedelta(minutes=5),
+        # Checked at the door; otherwise every line's task would check every line again.
+        params=checked_at_trigger(ORDER_PARAMS),
     )
     def ship_item(order: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
         from shipping import pipeline
@@ -89,7 +94,7 @@ def order_intake() -> None:
         context["line_label"] = pipeline.line_label(result)
         return dict(result)
 
-    @task
+    @task(params=checked_at_trigger(ORDER_PARAMS))
     def finalize_order(order: dict[str, Any], results: Any) -> dict[str, Any]:
         from shipping import pipeline
 

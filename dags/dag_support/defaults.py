@@ -6,7 +6,7 @@ client are imported only when a task asks for them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -50,6 +50,25 @@ def param(schema: dict[str, Any]) -> Param:
     """
     body = {key: value for key, value in schema.items() if key != "description"}
     return Param(schema=body, description=schema.get("description"))
+
+
+def checked_at_trigger(params: Mapping[str, Param]) -> dict[str, Param]:
+    """Task-level Params that take the run's conf for ``params`` without checking it again.
+
+    Airflow 3.3.2 validates the whole conf against the DAG's Params in every task process,
+    twice in a mapped one (``process_params``, from ``get_template_context`` at start-up and
+    again when the task is unmapped), each time twice per Param and with the JSON schema
+    itself checked against its meta-schema: for an order that is every line, in every
+    line's task, so a task's cost grew with the order's size. A task that never reads its
+    params needs none of it: the door (``create_dagrun``, where Airflow answers 400)
+    validated the conf against the DAG-level Params when the run was triggered, and they
+    are unchanged. Task-level Params override the DAG's for that task only, so these empty
+    schemas leave the door as it is.
+    """
+    return {
+        name: Param(description="validated when the run was triggered", schema={})
+        for name in params
+    }
 
 
 def ledger() -> Any:
