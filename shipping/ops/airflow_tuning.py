@@ -12,7 +12,8 @@ Two levers, both measured with ``make bench`` (see ``docs/benchmark.md``):
 * :func:`airflow_env` returns Airflow settings fitted to the machine: ``parallelism``
   (LocalExecutor worker processes, kept by the scheduler for good once spawned) at 8
   instead of 32, which bounds the idle stack's memory after a load without
-  slowing a CPU-bound fan-out.
+  slowing a CPU-bound fan-out. With the CeleryExecutor the workers' slots bound what runs
+  and the scheduler keeps no process per slot, so the cap is :data:`CELERY_PARALLELISM`.
 
 ``SHIPPING_AIRFLOW_TUNING`` turns them off for measurements: ``off`` (neither), or a
 comma-separated subset of ``preimport,settings`` (default: both).
@@ -31,6 +32,11 @@ LEVERS: Final = ("preimport", "settings")
 #: LocalExecutor worker processes: 4 per core of the 2-core machines the stack runs on. More
 #: cannot run at once (tasks are CPU-bound) and each one stays alive, holding memory.
 PARALLELISM: Final = 8
+
+#: With the CeleryExecutor, parallelism only caps the task instances queued or running
+#: across all workers (what runs at once is bounded by the workers' slots, and the
+#: scheduler keeps no process per slot): room for 16 workers of 4 slots.
+CELERY_PARALLELISM: Final = 64
 
 #: What a task process of ``order_intake`` imports beyond the scheduler's own modules.
 PREIMPORTS: Final = (
@@ -104,11 +110,17 @@ def enabled_levers(env: Mapping[str, str]) -> frozenset[str]:
     return levers
 
 
-def airflow_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Airflow settings (``AIRFLOW__...``) to add to the stack's environment."""
+def airflow_env(env: Mapping[str, str], *, celery: bool = False) -> dict[str, str]:
+    """Airflow settings (``AIRFLOW__...``) to add to the stack's environment.
+
+    Args:
+        env: The stack's settings (``SHIPPING_AIRFLOW_TUNING``, ``SHIPPING_DAGS_FOLDER``).
+        celery: The stack runs the CeleryExecutor (another parallelism, see
+            :data:`CELERY_PARALLELISM`).
+    """
     extra: dict[str, str] = {}
     if "settings" in enabled_levers(env):
-        extra["AIRFLOW__CORE__PARALLELISM"] = str(PARALLELISM)
+        extra["AIRFLOW__CORE__PARALLELISM"] = str(CELERY_PARALLELISM if celery else PARALLELISM)
     if env.get("SHIPPING_DAGS_FOLDER"):
         extra["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(env["SHIPPING_DAGS_FOLDER"]).resolve())
     return extra

@@ -680,7 +680,7 @@ class Stack:
         )
         if state.executor == "celery":
             env.update(celery_settings(state.broker_url, state.celery_concurrency))
-        env.update(airflow_tuning.airflow_env(self.env))
+        env.update(airflow_tuning.airflow_env(self.env, celery=state.executor == "celery"))
         airflow_tuning.write_local_settings(home, self.env)
         return env
 

@@ -11,6 +11,7 @@ import yaml
 
 from shipping.ops import airflow_tuning
 from shipping.ops.airflow_tuning import (
+    CELERY_PARALLELISM,
     PARALLELISM,
     airflow_env,
     enabled_levers,
@@ -47,6 +48,12 @@ def test_the_settings_lever_bounds_the_executor() -> None:
     assert "AIRFLOW__CORE__PARALLELISM" not in airflow_env({"SHIPPING_AIRFLOW_TUNING": "off"})
 
 
+def test_with_celery_parallelism_leaves_room_for_many_workers() -> None:
+    """Celery mode: the cap is CELERY_PARALLELISM, above what 2 workers of 4 slots need."""
+    assert airflow_env({}, celery=True)["AIRFLOW__CORE__PARALLELISM"] == str(CELERY_PARALLELISM)
+    assert CELERY_PARALLELISM >= 16 * 4
+
+
 def test_another_dags_folder_is_passed_to_airflow(tmp_path: Path) -> None:
     """SHIPPING_DAGS_FOLDER becomes Airflow's DAG folder (the benchmark's stack uses it)."""
     env = airflow_env({"SHIPPING_DAGS_FOLDER": str(tmp_path)})
@@ -55,10 +62,10 @@ def test_another_dags_folder_is_passed_to_airflow(tmp_path: Path) -> None:
 
 
 def test_compose_sets_the_same_tuned_settings() -> None:
-    """Every tuned Airflow setting of the local stack is in the compose file, same value."""
+    """Every tuned Airflow setting of the Celery stack is in the compose file, same value."""
     compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
     common = compose["x-airflow-common"]["environment"]
-    for name, value in airflow_env({}).items():
+    for name, value in airflow_env({}, celery=True).items():
         assert str(common[name]) == value, name
 
 
