@@ -95,6 +95,22 @@ def worker_of(ti: dict[str, Any]) -> str:
     return str(ti.get("hostname") or "").partition("@")[0]
 
 
+def wait_for_lines_running_on(
+    stack: LiveStack, doc: dict[str, Any], worker: str
+) -> list[dict[str, Any]]:
+    """The order's ``ship_item`` instances running on ``worker``, once there is one."""
+    running: list[dict[str, Any]] = wait_for(
+        lambda: [
+            ti
+            for ti in ship_items(stack, doc)
+            if worker_of(ti) == worker and ti["state"] == "running"
+        ],
+        RUN_TIMEOUT_S,
+        f"a line running on {worker}",
+    )
+    return running
+
+
 def scale(stack: LiveStack, workers: int) -> list[str]:
     """``make up WORKERS=n`` on the running stack; what it said."""
     said: list[str] = []
@@ -141,15 +157,7 @@ def test_a_worker_added_mid_order_takes_lines_and_a_stopped_one_finishes_its_own
     doc = start_slow_order(stack, 32, latency_ms=8000)
     said = scale(stack, 3)
     assert "Adding worker-3 ..." in said
-    on_new = wait_for(
-        lambda: [
-            ti
-            for ti in ship_items(stack, doc)
-            if worker_of(ti) == "worker-3" and ti["state"] == "running"
-        ],
-        RUN_TIMEOUT_S,
-        "a line running on the added worker-3",
-    )
+    on_new = wait_for_lines_running_on(stack, doc, "worker-3")
     stack.admin.reset_faults()
     said = scale(stack, 2)  # returns once worker-3 has stopped
     assert any(line.startswith("Stopping worker-3") for line in said)
@@ -187,15 +195,7 @@ def test_a_worker_killed_mid_order_loses_no_line_and_ships_none_twice(
 ) -> None:
     """kill -9 of worker-1 and its task processes: its lines run again elsewhere, once each."""
     doc = start_slow_order(stack, 8, latency_ms=5000)
-    lost = wait_for(
-        lambda: [
-            ti
-            for ti in ship_items(stack, doc)
-            if worker_of(ti) == "worker-1" and ti["state"] == "running"
-        ],
-        RUN_TIMEOUT_S,
-        "a line running on worker-1",
-    )
+    lost = wait_for_lines_running_on(stack, doc, "worker-1")
     victim = services(stack)["worker-1"]
     tree = psutil.Process(victim.pid)
     processes = [tree, *tree.children(recursive=True)]
