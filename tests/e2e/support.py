@@ -48,8 +48,11 @@ def running_lines(stack: LiveStack, doc: dict[str, Any]) -> list[dict[str, Any]]
     return [ti for ti in instances if ti["state"] == "running" and ti.get("pid")]
 
 
-def assert_completed_once(stack: LiveStack, doc: dict[str, Any]) -> None:
-    run = stack.api.wait_for_run(DAG_ID, run_id_for(doc["order_id"]), timeout=RUN_TIMEOUT_S)
+def assert_completed_once(
+    stack: LiveStack, doc: dict[str, Any], timeout: float = RUN_TIMEOUT_S
+) -> None:
+    """The order's run succeeded, SHIPPED, with exactly one warehouse shipment per line."""
+    run = stack.api.wait_for_run(DAG_ID, run_id_for(doc["order_id"]), timeout=timeout)
     assert run["state"] == "success"
     shipped = Counter(s["line_id"] for s in stack.warehouse.list_shipments(doc["order_id"]))
     assert shipped == Counter({item["line_id"]: 1 for item in doc["items"]})

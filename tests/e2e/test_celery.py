@@ -186,7 +186,9 @@ def test_the_broker_restarted_mid_order_loses_nothing_and_ships_nothing_twice(
         "a new Redis process",
     )
     record_property("broker_kill_to_process_s", round(time.monotonic() - killed_at, 1))
-    assert_completed_once(stack, doc)
+    # The scheduler may exit while Redis is down (Airflow 3.3.2) and a task it was sending
+    # then is sent again only after the queued timeout (300 s): allow for it.
+    assert_completed_once(stack, doc, timeout=RUN_TIMEOUT_S + 300)
     assert all(ti["state"] == "success" for ti in ship_items(stack, doc))
 
 

@@ -295,6 +295,13 @@ def test_celery_mode_configures_every_airflow_component_for_redis(tmp_path: Path
     assert env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] == "shipping.ops.executor.hostname"
 
 
+def test_celery_mode_rides_out_a_broker_restart(tmp_path: Path) -> None:
+    """Sending waits 5 s for Redis; a task left queued without a message is resent at 300 s."""
+    env = stack_at(tmp_path)._airflow_env(CELERY_STATE)
+    assert float(env["AIRFLOW__CELERY__OPERATION_TIMEOUT"]) >= 5
+    assert int(env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"]) == 300
+
+
 def test_a_worker_gets_no_metadata_database_but_its_own_name(tmp_path: Path) -> None:
     """A worker's environment file holds no database URL, even one supervisord has."""
     stack = Stack(
