@@ -898,7 +898,9 @@ def celery_settings(broker_url: str, concurrency: int) -> dict[str, str]:
     3.3.2's scheduler still exits when the result backend is unreachable while it polls
     (supervisord starts it again within seconds); a task it was sending at that moment can
     be left queued with no message, and is sent again after 300 s in the queued state
-    (Airflow's default is 600 s; legitimate queue waits stay well below it, see the README).
+    (Airflow's default is 600 s). A task waits in the queue at most for the workers' slots
+    to take the ``parallelism`` (64) queued before it: under 3 minutes on the loaded 2-core
+    machine the benchmark ran on (0.4 lines/s); a slower cluster must raise it.
     """
     return {
         "AIRFLOW__CELERY__BROKER_URL": broker_url,
