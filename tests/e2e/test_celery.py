@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 import uuid
@@ -341,7 +342,7 @@ def test_a_worker_on_another_host_runs_lines_without_airflow_database(
             os.killpg(worker.pid, signal.SIGTERM)
             try:
                 worker.wait(timeout=60)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
             for forward in forwards.values():
