@@ -57,7 +57,7 @@ _LINE = ORDER_SCHEMA["properties"]["items"]["items"]["properties"]
 def amend_order_line() -> None:
     """Wire the one task; the rules live in ``shipping.amend``."""
 
-    @task
+    @task(multiple_outputs=False)
     def amend_line() -> dict[str, Any]:
         from shipping.amend import amend_line as amend
         from shipping.ledger import Amendment

@@ -65,6 +65,9 @@ def order_intake() -> None:
         return [dict(line) for line in registered["lines"]]
 
     @task(
+        # One XCom (the result), not one more per key of the returned dict: Airflow infers
+        # multiple_outputs from the dict annotation, an Execution API call per key per line.
+        multiple_outputs=False,
         pool=WAREHOUSE_POOL,
         max_active_tis_per_dagrun=SHIP_ITEM_MAX_ACTIVE_PER_RUN,
         map_index_template="{{ line_label }}",
@@ -94,7 +97,7 @@ def order_intake() -> None:
         context["line_label"] = pipeline.line_label(result)
         return dict(result)
 
-    @task(params=checked_at_trigger(ORDER_PARAMS))
+    @task(multiple_outputs=False, params=checked_at_trigger(ORDER_PARAMS))
     def finalize_order(order: dict[str, Any], results: Any) -> dict[str, Any]:
         from shipping import pipeline
 

@@ -36,7 +36,7 @@ from dag_support.defaults import DEFAULT_ARGS, ledger, warehouse
 def reconcile_ledger() -> None:
     """Wire the one task; the check lives in ``shipping.reconcile``."""
 
-    @task
+    @task(multiple_outputs=False)
     def check_ledger() -> dict[str, Any]:
         import logging
 

@@ -60,6 +60,34 @@ def test_all_lines_ship_and_the_order_is_finalized(
     )
 
 
+def test_each_task_stores_one_result_not_one_xcom_per_key(
+    dag: Any, ledger: Ledger, warehouse: Any
+) -> None:
+    """A returned dict is one XCom: every extra key would be one more API call per line."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    doc = sample_order(f"DT-{uuid.uuid4().hex[:8]}", 3)
+    run = dag.test(run_conf=doc)
+    assert str(run.state) == "success"
+    with create_session() as session:
+        stored = Counter(
+            (task_id, key)
+            for task_id, key in session.execute(
+                select(XComModel.task_id, XComModel.key).where(XComModel.run_id == run.run_id)
+            )
+        )
+    assert stored == Counter(
+        {
+            ("register_order", "order"): 1,
+            ("register_order", "return_value"): 1,
+            ("ship_item", "return_value"): 3,
+            ("finalize_order", "return_value"): 1,
+        }
+    )
+
+
 def test_a_refused_line_fails_alone_and_the_order_is_not_finalized(
     dag: Any, ledger: Ledger, warehouse: Any
 ) -> None:
