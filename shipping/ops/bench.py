@@ -158,13 +158,21 @@ def stack_cpu_seconds(stack: Stack, state: StackState) -> float:
     return sum(stack_cpu_by_service(stack, state).values())
 
 
+def stack_pss_by_service(stack: Stack, state: StackState) -> dict[str, int]:
+    """Proportional set size of each service's processes (shared pages counted once)."""
+    sizes: dict[str, int] = {}
+    for name, pid in _service_roots(stack, state).items():
+        total = 0
+        for proc in _tree(pid):
+            with contextlib.suppress(psutil.Error):
+                total += int(proc.memory_full_info().pss)
+        sizes[name] = total
+    return sizes
+
+
 def stack_pss_bytes(stack: Stack, state: StackState) -> int:
     """Proportional set size of the stack's processes (shared pages counted once)."""
-    total = 0
-    for proc in _stack_processes(stack, state):
-        with contextlib.suppress(psutil.Error):
-            total += int(proc.memory_full_info().pss)
-    return total
+    return sum(stack_pss_by_service(stack, state).values())
 
 
 # -------------------------------------------------------------------- measurements
@@ -190,6 +198,8 @@ class Results:
     samples: list[Sample] = field(default_factory=list)
     idle_pss_mb: float = 0.0
     loaded_pss_mb: float = 0.0
+    idle_pss_by_service_mb: dict[str, float] = field(default_factory=dict)
+    loaded_pss_by_service_mb: dict[str, float] = field(default_factory=dict)
     load_average: list[float] = field(default_factory=list)
     command: str = ""
 
@@ -289,10 +299,12 @@ class Runner:
                 raise TimeoutError(f"{dag_id}: runs of {tag} not done after {TIMEOUT_S:.0f} s")
             time.sleep(POLL_S)
 
-    def pss_mb(self, settle: float) -> float:
-        """The idle stack's PSS in MB, after ``settle`` seconds of quiet."""
+    def pss_mb(self, settle: float) -> dict[str, float]:
+        """The idle stack's PSS in MB by service, after ``settle`` seconds of quiet."""
         time.sleep(settle)
-        return stack_pss_bytes(self.stack, self.state) / 1e6
+        return {
+            name: size / 1e6 for name, size in stack_pss_by_service(self.stack, self.state).items()
+        }
 
 
 def _schedule(
@@ -320,7 +332,8 @@ def run(
     echo = runner.echo
     for variant in variants if warmup else ():  # the first run of a DAG pays for cold caches
         runner.measure(variant, 2)
-    results.idle_pss_mb = runner.pss_mb(settle)
+    results.idle_pss_by_service_mb = runner.pss_mb(settle)
+    results.idle_pss_mb = sum(results.idle_pss_by_service_mb.values())
     echo(f"idle stack: {results.idle_pss_mb:.0f} MB PSS")
     for variant, size in _schedule(sizes, repeat, variants):
         sample = runner.measure(variant, size)
@@ -336,7 +349,8 @@ def run(
             sample.variant = f"burst_{variant}"
             results.samples.append(sample)
             echo(f"burst {orders}x{lines} {variant:<10} {sample.seconds:7.1f} s")
-    results.loaded_pss_mb = runner.pss_mb(settle)
+    results.loaded_pss_by_service_mb = runner.pss_mb(settle)
+    results.loaded_pss_mb = sum(results.loaded_pss_by_service_mb.values())
     results.load_average = [round(x, 2) for x in os.getloadavg()]
     echo(f"idle stack after the load: {results.loaded_pss_mb:.0f} MB PSS")
     return results
@@ -408,6 +422,9 @@ def markdown(results: Results) -> str:
         "",
         f"Idle stack: {results.idle_pss_mb:.0f} MB PSS after the warm-up, "
         f"{results.loaded_pss_mb:.0f} MB after the load.",
+    ]
+    out += _memory_breakdown(results)
+    out += [
         "",
         "![Benchmark chart](img/benchmark.png)",
         "",
@@ -438,6 +455,26 @@ def _cpu_breakdown(results: Results) -> list[str]:
                 for n in services
             ]
             out.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _memory_breakdown(results: Results) -> list[str]:
+    """The idle stack's PSS by service, after the warm-up and after the load."""
+    before, after = results.idle_pss_by_service_mb, results.loaded_pss_by_service_mb
+    services = sorted(before.keys() | after.keys())
+    if not services:
+        return []
+    out = [
+        "",
+        "The idle stack's memory by service (MB PSS; `scheduler` holds the LocalExecutor's "
+        "worker processes):",
+        "",
+        "| idle stack | " + " | ".join(services) + " | total |",
+        "|---|" + "---:|" * (len(services) + 1),
+    ]
+    for label, sizes in (("after the warm-up", before), ("after the load", after)):
+        cells = [f"{sizes[n]:.0f}" if n in sizes else "-" for n in services]
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {sum(sizes.values()):.0f} |")
     return out
 
 

@@ -88,3 +88,14 @@ def test_the_report_shows_where_the_cpu_goes_by_service() -> None:
     text = bench.markdown(results)
     assert "| variant | scheduler | warehouse |" in text
     assert "| product (order_intake) | 400 | 150 |" in text
+
+
+def test_the_report_shows_the_idle_memory_by_service() -> None:
+    """The idle stack's PSS is tabled per service, after the warm-up and after the load."""
+    results = _results()
+    results.idle_pss_by_service_mb = {"api-server": 200.4, "scheduler": 300.0}
+    results.loaded_pss_by_service_mb = {"api-server": 250.0, "scheduler": 600.0}
+    text = bench.markdown(results)
+    assert "| idle stack | api-server | scheduler | total |" in text
+    assert "| after the warm-up | 200 | 300 | 500 |" in text
+    assert "| after the load | 250 | 600 | 850 |" in text
