@@ -39,6 +39,8 @@ from shipping.ops.state import load_state
 from shipping.order import InvalidOrder, content_hash, parse_order, run_id_for
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_OPERATOR, EXIT_DRIFT_OR_TIMEOUT = 0, 1, 2, 3, 4
+#: What a shell reports for a command whose reader went away (128 + SIGPIPE).
+EXIT_READER_GONE = 141
 SHIP_TASK, REDUCER_TASK = "ship_item", "finalize_order"
 WATCH_POLL_S = 2.0
 
@@ -549,6 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     except LedgerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except BrokenPipeError:
+        # The reader stopped early (`shipping status ORDER | head`): not a failure to report.
+        # Whatever is still buffered goes nowhere, so the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_GONE
 
 
 if __name__ == "__main__":

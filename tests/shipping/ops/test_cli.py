@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,29 @@ def test_status_of_an_unknown_order_exits_1_with_a_clear_message(
     monkeypatch.setenv("SHIPPING_LEDGER_URL", url)
     assert cli.main(["status", "NOPE-1"]) == cli.EXIT_NOT_FOUND
     assert "unknown order 'NOPE-1'" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """`shipping status ORDER --json | head -1`: the command stops quietly, as a shell tool does."""
+    from shipping.ledger import Ledger
+    from shipping.order import parse_order
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger.from_url(url)
+    ledger.create_schema()
+    # Far more output than a pipe holds, so the command is still writing when the reader goes.
+    ledger.register_order(parse_order(sample_order("BIG-1", 1000)))
+    ledger.dispose()
+    env = {**os.environ, "SHIPPING_LEDGER_URL": url}
+    command = [sys.executable, "-m", "shipping.ops.cli", "status", "BIG-1", "--json"]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert proc.stdout.readline() == b"{\n"
+        proc.stdout.close()
+        error = proc.stderr.read().decode()
+    assert error == ""
+    assert proc.returncode == cli.EXIT_READER_GONE
 
 
 def test_render_status_shows_each_line_the_reason_and_the_runs() -> None:
