@@ -179,13 +179,32 @@ _PATTERN_MEANING: Final = {
 }
 
 
+#: Longest value quoted whole in an error; a longer one is described (a 1001-line order's
+#: items would otherwise be quoted line by line in its refusal).
+_QUOTED_MAX: Final = 80
+
+
+def _shown(instance: object) -> str:
+    """``instance`` as an error quotes it: whole if short, else described."""
+    text = repr(instance)
+    if len(text) <= _QUOTED_MAX:
+        return text
+    if isinstance(instance, list):
+        return f"a list of {len(instance)} items"
+    if isinstance(instance, dict):
+        return f"an object of {len(instance)} fields"
+    if isinstance(instance, str):
+        return f"{text[: _QUOTED_MAX - 20]}... ({len(instance)} characters)"
+    return f"{text[: _QUOTED_MAX - 3]}..."
+
+
 def _format_error(error: jsonschema.ValidationError) -> str:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    message = error.message
+    message = error.message.replace(repr(error.instance), _shown(error.instance))
     if error.validator == "pattern":
         pattern = str(error.validator_value)
         meaning = _PATTERN_MEANING.get(pattern)
-        message = f"{error.instance!r} is not {meaning or f'matching {pattern!r}'}"
+        message = f"{_shown(error.instance)} is not {meaning or f'matching {pattern!r}'}"
     return f"order{where}: {message}"
 
 

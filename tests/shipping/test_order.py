@@ -107,8 +107,23 @@ def test_too_many_items_are_refused() -> None:
     """More than MAX_ITEMS lines is refused (Airflow's max_map_length is 1024)."""
     doc = valid_order()
     doc["items"] = [{"line_id": str(i), "sku": "S", "quantity": 1} for i in range(MAX_ITEMS + 1)]
-    with pytest.raises(InvalidOrder, match="is too long"):
+    with pytest.raises(InvalidOrder) as excinfo:
         parse_order(doc)
+    assert excinfo.value.errors == [f"order.items: a list of {MAX_ITEMS + 1} items is too long"]
+
+
+def test_a_long_value_is_described_in_its_refusal_not_quoted_whole() -> None:
+    """An over-long name is shortened in the message; short values are still quoted whole."""
+    doc = valid_order()
+    doc["ship_to"]["name"] = "A" * 5000
+    doc["ship_to"]["country"] = "germany"
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    bad_country, long_name = sorted(excinfo.value.errors)
+    assert bad_country.startswith("order.ship_to.country: 'germany' is not an ISO 3166-1")
+    assert long_name.startswith("order.ship_to.name: 'AAAA")
+    assert long_name.endswith("... (5000 characters) is too long")
+    assert len(long_name) < 150
 
 
 def test_a_document_that_is_not_an_object_is_refused() -> None:
