@@ -402,7 +402,7 @@ def markdown(results: Results) -> str:
         "",
         f"Made by `{results.command}` (medians of {results.repeat}, interleaved, one stack).",
         f"Machine: {m['cores']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']};"
-        f" load average at the end {results.load_average} (other work shared the machine).",
+        f" load average at the end {results.load_average} (the stack's own work included).",
         "",
         "Time is from the first trigger to the last run's success; CPU is the stack's "
         "(every service's processes and their task processes, PostgreSQL included); "
@@ -479,35 +479,58 @@ def _memory_breakdown(results: Results) -> list[str]:
 
 
 def chart(results: Results, path: Path) -> None:
-    """Bars per size: time and CPU per line, each relative to the no-op fan-out."""
+    """Bars per size and for the burst: time and CPU per line, relative to the no-op fan-out.
+
+    Each bar carries its ratio; the scale is logarithmic, so 0.5x and 2x lie as far from 1x.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FixedLocator, NullLocator
 
-    rows = [r for r in table_rows(results) if not r["variant"].startswith("burst")]
-    sizes = results.sizes
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    rows = table_rows(results)
+    groups: list[tuple[str, int, list[str]]] = [
+        (f"{n} lines", n, list(VARIANTS)) for n in results.sizes
+    ]
+    orders, lines = results.burst
+    if any(r["variant"].startswith("burst_") for r in rows):
+        groups.append((f"burst {orders} x {lines}", orders * lines, ["product", "noop"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     width = 0.8 / len(VARIANTS)
+    colours = {variant: f"C{i}" for i, variant in enumerate(VARIANTS)}
     for ax, key, title in (
         (axes[0], "time_ratio", "trigger -> done, relative to the no-op fan-out"),
         (axes[1], "cpu_ratio", "stack CPU per line, relative to the no-op fan-out"),
     ):
-        for i, variant in enumerate(VARIANTS):
-            values = [
-                next((r[key] for r in rows if r["variant"] == variant and r["lines"] == n), 0) or 0
-                for n in sizes
-            ]
-            xs = [k + (i - (len(VARIANTS) - 1) / 2) * width for k in range(len(sizes))]
-            ax.bar(xs, values, width, label=LABELS[variant])
+        for k, (label, n, variants) in enumerate(groups):
+            burst = label.startswith("burst")
+            for i, variant in enumerate(variants):
+                name = f"burst_{variant}" if burst else variant
+                value = next(
+                    (r[key] for r in rows if r["variant"] == name and r["lines"] == n), None
+                )
+                if not value:
+                    continue
+                x = k + (i - (len(variants) - 1) / 2) * width
+                ax.bar(x, value, width, color=colours[variant])
+                ax.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom", fontsize=7)
         ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.set_xticks(range(len(sizes)), [f"{n} lines" for n in sizes])
+        ax.set_xticks(range(len(groups)), [label for label, _, _ in groups])
         ax.set_title(title, fontsize=10)
         ax.set_yscale("log")
-    axes[0].legend(fontsize=8)
+        ax.set_ylim(0.05, 4)
+        ax.yaxis.set_major_locator(FixedLocator([0.1, 0.2, 0.5, 1, 2]))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_yticklabels(["0.1x", "0.2x", "0.5x", "1x", "2x"])
+    handles = [Rectangle((0, 0), 1, 1, color=colours[v]) for v in VARIANTS]
+    fig.legend(handles, [LABELS[v] for v in VARIANTS], loc="lower center", ncol=4, fontsize=8)
     m = results.machine
-    fig.suptitle(f"make bench: {m['cores']} cores, {m['cpu']}", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(
+        f"make bench: {m['cores']} cores, {m['cpu']} (medians of {results.repeat})", fontsize=10
+    )
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
