@@ -528,7 +528,9 @@ def chart(results: Results, path: Path) -> None:
     fig.legend(handles, [LABELS[v] for v in VARIANTS], loc="lower center", ncol=4, fontsize=8)
     m = results.machine
     fig.suptitle(
-        f"make bench: {m['cores']} cores, {m['cpu']} (medians of {results.repeat})", fontsize=10
+        f"make bench: {m['cores']} cores, {m['cpu']} "
+        + (f"(medians of {results.repeat})" if results.repeat > 1 else "(one run each)"),
+        fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
