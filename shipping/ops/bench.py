@@ -132,25 +132,28 @@ def _tree(pid: int) -> list[psutil.Process]:
     return []
 
 
-def _stack_processes(stack: Stack, state: StackState) -> list[psutil.Process]:
-    """Every live process of the stack: each service's tree, and its own PostgreSQL's."""
-    found: dict[int, psutil.Process] = {}
-    for pid in _service_roots(stack, state).values():
-        found.update((proc.pid, proc) for proc in _tree(pid))
-    return list(found.values())
-
-
-def stack_cpu_by_service(stack: Stack, state: StackState) -> dict[str, float]:
-    """CPU seconds spent so far by each service's processes and their reaped children."""
-    spent: dict[str, float] = {}
+def _by_service(
+    stack: Stack, state: StackState, measure: Callable[[psutil.Process], float]
+) -> dict[str, float]:
+    """``measure`` summed over each service's live processes."""
+    totals: dict[str, float] = {}
     for name, pid in _service_roots(stack, state).items():
         total = 0.0
         for proc in _tree(pid):
             with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-        spent[name] = total
-    return spent
+                total += measure(proc)
+        totals[name] = total
+    return totals
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def stack_cpu_by_service(stack: Stack, state: StackState) -> dict[str, float]:
+    """CPU seconds spent so far by each service's processes and their reaped children."""
+    return _by_service(stack, state, _cpu_seconds)
 
 
 def stack_cpu_seconds(stack: Stack, state: StackState) -> float:
@@ -158,21 +161,9 @@ def stack_cpu_seconds(stack: Stack, state: StackState) -> float:
     return sum(stack_cpu_by_service(stack, state).values())
 
 
-def stack_pss_by_service(stack: Stack, state: StackState) -> dict[str, int]:
-    """Proportional set size of each service's processes (shared pages counted once)."""
-    sizes: dict[str, int] = {}
-    for name, pid in _service_roots(stack, state).items():
-        total = 0
-        for proc in _tree(pid):
-            with contextlib.suppress(psutil.Error):
-                total += int(proc.memory_full_info().pss)
-        sizes[name] = total
-    return sizes
-
-
-def stack_pss_bytes(stack: Stack, state: StackState) -> int:
-    """Proportional set size of the stack's processes (shared pages counted once)."""
-    return sum(stack_pss_by_service(stack, state).values())
+def stack_pss_by_service(stack: Stack, state: StackState) -> dict[str, float]:
+    """Proportional set size in bytes of each service's processes (shared pages counted once)."""
+    return _by_service(stack, state, lambda proc: float(proc.memory_full_info().pss))
 
 
 # -------------------------------------------------------------------- measurements
