@@ -110,6 +110,13 @@ def test_every_task_of_every_dag_retries_outages_and_fails_refusals_at_once(
             assert task.retry_policy is not None, (dag.dag_id, task.task_id)
 
 
+def test_every_task_of_every_dag_returns_one_xcom(dagbag: Any) -> None:
+    """No task splits a returned dict into one XCom per key (an API call each, per line)."""
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            assert task.multiple_outputs is False, (dag.dag_id, task.task_id)
+
+
 def test_the_ledger_is_reconciled_hourly_without_catchup(dagbag: Any) -> None:
     """reconcile_ledger runs every hour, once at a time, never for missed hours."""
     dag = dagbag.dags["reconcile_ledger"]
