@@ -16,6 +16,8 @@ says no), and both are split by what the caller should do next::
         │                            or URL that requests refuses): a bug or configuration
         ├── SkuRefused               422: the warehouse refuses this SKU
         ├── IdempotencyKeyMismatch   422: the key was used before with another body
+        ├── KeyVoided                410: the key was voided (an operator's amendment
+        │                            fenced it); the line's next try reads the ledger again
         ├── ShipmentConflict         the warehouse holds a shipment under the line's key
         │                            with other content (or several): never adopted
         └── WarehouseAuthError       401 / 403: a configuration problem, not a data problem
@@ -35,10 +37,19 @@ The ledger's failures, all final (see :mod:`shipping.ledger`)::
     ├── OrderNotFound                no such order, or no such line in it
     ├── OrderIncomplete              finalize: some lines are not shipped (names them)
     ├── ShipmentMismatch             a shipped line reported again under another shipment id
-    └── AmendmentRefused             an operator's fix or cancel is not allowed (says why)
+    ├── AmendmentRefused             an operator's fix or cancel is not allowed (says why)
+    └── LineFenced                   an amendment superseded this try: nothing recorded;
+                                     the next try ships what the ledger holds now
 
     ConnectionConfigError            an Airflow Connection lacks a field or has the wrong type
     DriftFound                       the ledger and the warehouse disagree (scheduled check)
+
+Which failures are final, and what an operator does about each, is said once, in
+:data:`FAMILIES`: every class belongs to one :class:`ErrorFamily`, and
+:func:`classify` gives an exception's class name, family and finality. The DAG's retry
+policy is built from it (one rule and reason per final family), the ledger stores the
+class and the finality of each line's last error, and the operator commands read the
+family from the class name (:func:`family_of`); nothing parses message text.
 
 This module imports nothing heavy: the DAG names these classes in its retry policy, and
 every task process parses the DAG file.
@@ -47,13 +58,19 @@ every task process parses the DAG file.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 __all__ = [
     "ConnectionConfigError",
     "DriftFound",
+    "ErrorFamily",
+    "FAMILIES",
+    "KeyVoided",
     "LedgerError",
+    "LineFenced",
     "OrderConflict",
     "OrderIncomplete",
     "OrderNotFound",
@@ -74,7 +91,9 @@ __all__ = [
     "WarehouseTimeout",
     "WarehouseTransportError",
     "WarehouseUnavailable",
+    "classify",
     "error_for_response",
+    "family_of",
     "is_retryable",
 ]
 
@@ -195,6 +214,14 @@ class IdempotencyKeyMismatch(WarehouseRejected):
 
 class WarehouseAuthError(WarehouseRejected):
     """The token is missing, wrong or not allowed (401 / 403): fix the configuration."""
+
+
+class KeyVoided(WarehouseRejected):
+    """A 410: the key was voided at the warehouse, so nothing ships under it any more.
+
+    An operator's fix or cancel voids the line's key before it takes effect; a try that
+    still posted under it is fenced. The line's next try reads the ledger again.
+    """
 
 
 # Exceptions. Each passes its constructor arguments to Exception so it survives pickling.
@@ -323,6 +350,29 @@ class AmendmentRefused(LedgerError):
         return f"line {self.line_id!r} of order {self.order_id!r}: {self.reason}"
 
 
+class LineFenced(LedgerError):
+    """A try's result was not recorded: an operator's amendment superseded the try.
+
+    The line's revision moved on (a fix), or it is being cancelled, after the try read it.
+    Whatever the try made under its key is voided by the amendment. Retried: the next try
+    ships what the ledger holds now.
+
+    Attributes:
+        order_id: The order concerned.
+        line_id: The line concerned.
+        detail: What superseded the try.
+    """
+
+    def __init__(self, order_id: str, line_id: str, detail: str) -> None:
+        super().__init__(order_id, line_id, detail)
+        self.order_id = order_id
+        self.line_id = line_id
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"line {self.line_id!r} of order {self.order_id!r}: {self.detail}"
+
+
 class DriftFound(Exception):
     """The ledger and the warehouse disagree (the scheduled check fails with it)."""
 
@@ -375,6 +425,7 @@ _CLASS_BY_PROBLEM_TYPE: Final[Mapping[str, type[WarehouseError]]] = {
     "/problems/internal-error": WarehouseServerError,
     "/problems/service-unavailable": WarehouseServerError,
     "/problems/not-found": WarehouseRejected,
+    "/problems/key-voided": KeyVoided,
 }
 
 
@@ -385,6 +436,8 @@ def _class_for_status(status: int) -> type[WarehouseError]:
         return IdempotencyInFlight
     if status in (401, 403):
         return WarehouseAuthError
+    if status == 410:
+        return KeyVoided
     if status >= 500:
         return WarehouseServerError
     return WarehouseRejected
@@ -430,3 +483,138 @@ def _type_path(problem_type: str) -> str:
 
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+class ErrorFamily(StrEnum):
+    """What kind of failure a line's last error is, and so what ends it."""
+
+    OUTAGE = "outage"  # the warehouse or the ledger could not answer: retried by itself
+    FENCED = "fenced"  # an amendment superseded a try: retried by itself
+    REFUSED = "refused"  # the warehouse refuses this line as it is: fix or cancel it
+    CONFIGURATION = "configuration"  # token, URL or connection: fix it, then retry
+    CONFLICT = "conflict"  # the warehouse holds other content under the key: reconcile
+    ORDER = "order"  # the order itself is refused, rejected or incomplete
+    BUG = "bug"  # anything else: an unexpected error, retried like an outage
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family of errors: whether Airflow retries it, and why.
+
+    Attributes:
+        family: The family.
+        final: Whether a retry cannot cure it (Airflow fails the task at once).
+        reason: Why, as the DAG's retry rule states it.
+        classes: The exception classes of the family (subclasses included).
+    """
+
+    family: ErrorFamily
+    final: bool
+    reason: str
+    classes: tuple[type[BaseException], ...]
+
+
+#: Every family, most specific classes first: the first family whose classes match an
+#: exception is its family. Anything matched by none is a :attr:`ErrorFamily.BUG`.
+FAMILIES: Final[tuple[Family, ...]] = (
+    Family(
+        ErrorFamily.FENCED,
+        False,
+        "retried: an operator's amendment superseded the try; the next one ships the ledger's line",
+        (LineFenced, KeyVoided),
+    ),
+    Family(
+        ErrorFamily.CONFIGURATION,
+        True,
+        "final: the warehouse token or a connection is wrong; fix the configuration, then "
+        "`shipping retry`",
+        (WarehouseAuthError, RequestNotSent, ConnectionConfigError),
+    ),
+    Family(
+        ErrorFamily.CONFLICT,
+        True,
+        "final: the warehouse holds other content under the line's key; `shipping "
+        "reconcile --repair` voids it",
+        (ShipmentConflict, IdempotencyKeyMismatch, ShipmentMismatch),
+    ),
+    Family(
+        ErrorFamily.REFUSED,
+        True,
+        "final: the warehouse refuses the line as it is; an operator fixes or cancels it",
+        (WarehouseRejected,),
+    ),
+    Family(
+        ErrorFamily.ORDER,
+        True,
+        "final: the order is refused, rejected or not complete; retrying repeats it",
+        (LedgerError, DriftFound),
+    ),
+    Family(
+        ErrorFamily.OUTAGE,
+        False,
+        "retried: the warehouse or the ledger could not answer; the next try may",
+        (WarehouseUnavailable, IdempotencyInFlight),
+    ),
+)
+
+_BUG: Final = Family(
+    ErrorFamily.BUG, False, "retried: an unexpected error, treated like an outage", ()
+)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """How one exception is classified.
+
+    Attributes:
+        error_class: The exception's class name (stored in the ledger).
+        family: Its family.
+        final: Whether a retry cannot cure it.
+    """
+
+    error_class: str
+    family: ErrorFamily
+    final: bool
+
+
+def _family(cls: type[BaseException]) -> Family:
+    return next((f for f in FAMILIES if issubclass(cls, f.classes)), _BUG)
+
+
+def classify(exc: BaseException) -> Classification:
+    """The class name, family and finality of ``exc``."""
+    family = _family(type(exc))
+    return Classification(type(exc).__name__, family.family, family.final)
+
+
+def family_of(error_class: str | None) -> ErrorFamily | None:
+    """The family of an error class stored by name (None for no error).
+
+    A name this module does not define (a bug, a database driver's error) is a
+    :attr:`ErrorFamily.BUG`; the ledger's unreachable database is an outage by its own
+    class, which this module does not import, so it is looked up by the name's suffix.
+    """
+    if not error_class:
+        return None
+    cls = globals().get(error_class)
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        return _family(cls).family
+    if error_class in _OUTAGE_NAMES:
+        return ErrorFamily.OUTAGE
+    return ErrorFamily.BUG
+
+
+#: Classes of other libraries that mean an outage (the ledger's database unreachable).
+_OUTAGE_NAMES: Final = frozenset({"OperationalError", "InterfaceError", "DisconnectionError"})
+
+
+def retry_rules() -> list[tuple[tuple[str, ...], bool, str]]:
+    """Each family's classes (dotted paths), finality and reason, most specific first.
+
+    Airflow's retry policy takes the first rule whose classes match, so the DAG builds
+    one rule per family from this, in this order.
+    """
+    return [
+        (tuple(f"{c.__module__}.{c.__qualname__}" for c in f.classes), f.final, f.reason)
+        for f in FAMILIES
+    ]

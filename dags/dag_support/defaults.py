@@ -15,22 +15,20 @@ from airflow.sdk import BaseHook, Param
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
 from shipping.contract import LEDGER_CONN_ID, WAREHOUSE_CONN_ID
+from shipping.errors import retry_rules
 
-# Final errors fail the task at once: retrying cannot fix a bad order, a refused line or
-# a refused correction, and every retry of a refusal would only repeat it. Everything
-# else (the warehouse or the ledger unreachable) falls through to the task's retries.
-FINAL_ERRORS = ExceptionRetryPolicy(
+# One rule per error family, built from shipping.errors (the one place that says which
+# errors are final): a final error fails the task at once, since retrying cannot fix a
+# bad order, a refused line or a wrong token; a fenced try and an outage are retried.
+# Anything else (a bug) falls through to the task's retries.
+RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
-            exception=[
-                "shipping.errors.WarehouseRejected",
-                "shipping.errors.LedgerError",
-                "shipping.errors.ConnectionConfigError",
-                "shipping.errors.DriftFound",
-            ],
-            action=RetryAction.FAIL,
-            reason="final: the order, the line or the configuration must change first",
+            exception=list(classes),
+            action=RetryAction.FAIL if final else RetryAction.RETRY,
+            reason=reason,
         )
+        for classes, final, reason in retry_rules()
     ]
 )
 
@@ -38,7 +36,7 @@ DEFAULT_ARGS: dict[str, Any] = {
     "owner": "shipping",
     "retries": 2,
     "retry_delay": timedelta(seconds=5),
-    "retry_policy": FINAL_ERRORS,
+    "retry_policy": RETRY_POLICY,
 }
 
 
