@@ -68,7 +68,7 @@ def amend_order_line() -> None:
         action = Amendment.FIX if params["action"] == "fix" else Amendment.CANCEL
         book = ledger()
         with warehouse() as client:
-            line = amend(
+            amended = amend(
                 book,
                 client,
                 order_id=params["order_id"],
@@ -79,6 +79,7 @@ def amend_order_line() -> None:
                 sku=params["sku"] if action is Amendment.FIX else None,
                 quantity=params["quantity"] if action is Amendment.FIX else None,
             )
+        line = amended.line
         order = book.get_order(params["order_id"])
         run_id = (order.run_id if order else None) or run_id_for(params["order_id"])
         return {
@@ -87,6 +88,7 @@ def amend_order_line() -> None:
             "state": line.state.value,
             "sku": line.sku,
             "quantity": line.quantity,
+            "void_pending": amended.void_error,
             "next": f"clear ship_item 'line {line.line_id}' of run {run_id} (Downstream)",
         }
 

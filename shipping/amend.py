@@ -3,26 +3,46 @@
 A line the warehouse refused fails again on every retry, because a retry cannot change
 what the task reads from Airflow. A correction is recorded in the ledger instead, which
 the line's task reads when it runs again; the caller then retries the line (``shipping
-retry`` or a clear in the UI). Only a FAILED line without a shipment can be corrected,
-and the warehouse must agree that it has none: a line that did ship (the ledger missed
-it) is reconciled, not amended. The line keeps its key ``<order_id>:<line_id>``: the
-warehouse stores nothing for a refused request, and a line committed under its old
-content is caught by the lookup before the post (another content under the key is a
-final ``ShipmentConflict``).
+retry`` or a clear in the UI).
+
+An amendment never races a try (README, "Why exactly once holds"). It is fenced in the
+ledger first, in one transaction: a fix moves the line to its next revision and a new
+key, a cancel makes it CANCELLING; either way the key it shipped under so far is to be
+voided. Then that key is voided at the warehouse: whatever a try still in flight posts
+under it creates nothing (or, if it already committed, is cancelled), and the void is
+recorded with the shipment it cancelled. A try that read the line before the fence
+records nothing (``LineFenced``). If the warehouse cannot be reached, the void stays
+pending: the line's next try (``shipping retry``) does it before anything else.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from shipping.errors import AmendmentRefused
+from shipping.errors import AmendmentRefused, WarehouseError
 from shipping.ledger import Amendment, Ledger, LineStatus, amendment_refusal
 from shipping.order import line_errors
+from shipping.pipeline import complete_void
 from shipping.warehouse import WarehouseClient
 
-__all__ = ["amend_line"]
+__all__ = ["Amended", "amend_line"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Amended:
+    """What an amendment did.
+
+    Attributes:
+        line: The line after it.
+        void_error: Why the old key could not be voided at the warehouse yet (the void
+            is pending and the line's next try completes it), or None once it is voided.
+    """
+
+    line: LineStatus
+    void_error: str | None
 
 
 def amend_line(
@@ -36,20 +56,20 @@ def amend_line(
     reason: str,
     sku: str | None = None,
     quantity: int | None = None,
-) -> LineStatus:
-    """Fix or cancel a failed line with no shipment, and record who, when and why.
+) -> Amended:
+    """Fix or cancel a failed line with no shipment, fence it, void its old key.
 
     Returns:
-        The line after the correction.
+        The line after the correction, and whether the void is still pending.
 
     Raises:
         shipping.errors.OrderNotFound: No such order or line.
-        AmendmentRefused: The line is not FAILED, has a shipment (in the ledger or at the
-            warehouse), the new values break the order's rules, or nothing changes.
-        shipping.errors.WarehouseError: The warehouse cannot be asked.
+        AmendmentRefused: The line is not FAILED, has a shipment, the new values break
+            the order's rules, or nothing changes.
+        shipping.errors.WarehouseError: A void left pending by an earlier amendment
+            could not be completed first.
     """
     line = ledger.get_line(order_id=order_id, line_id=line_id)
-    # The ledger's rule first (it says "SHIPPED as ..."), the warehouse's truth next.
     if refusal := amendment_refusal(line.state, line.shipment_id):
         raise AmendmentRefused(order_id, line_id, refusal)
     if action is Amendment.FIX:
@@ -60,15 +80,9 @@ def amend_line(
         }
         if errors := line_errors(proposed):
             raise AmendmentRefused(order_id, line_id, "; ".join(errors))
-    found = client.find_shipment(order_id=order_id, line_id=line_id)
-    if found is not None:
-        raise AmendmentRefused(
-            order_id,
-            line_id,
-            f"the warehouse holds shipment {found.get('shipment_id')} for this line; "
-            f"reconcile it (shipping reconcile {order_id} --repair) instead",
-        )
-    return ledger.amend_line(
+    if line.void_key is not None:
+        complete_void(ledger, client, order_id, line)  # an earlier amendment's, first
+    fenced = ledger.amend_line(
         order_id=order_id,
         line_id=line_id,
         action=action,
@@ -77,3 +91,8 @@ def amend_line(
         sku=sku,
         quantity=quantity,
     )
+    try:
+        return Amended(complete_void(ledger, client, order_id, fenced), None)
+    except WarehouseError as exc:
+        logger.warning("order %s line %s: the void is pending: %s", order_id, line_id, exc)
+        return Amended(fenced, str(exc))

@@ -289,13 +289,18 @@ def parse_order(doc: object) -> Order:
     )
 
 
-def idempotency_key(order_id: str, line_id: str) -> str:
+def idempotency_key(order_id: str, line_id: str, revision: int = 0) -> str:
     """The warehouse Idempotency-Key of a line: ``<order_id>:<line_id>``.
 
     Never the map index, try number or task instance id: those change between retries,
-    clears and re-expansions, and the key must not.
+    clears and re-expansions, and the key must not. Only an operator's fix changes what a
+    line ships, and with it the line's revision: revision N > 0 ships under
+    ``<order_id>:<line_id>#N`` (a line id has no ``#``), after the previous key was voided.
     """
-    return f"{order_id}:{line_id}"
+    if revision < 0:
+        raise ValueError(f"revision {revision} must be >= 0")
+    base = f"{order_id}:{line_id}"
+    return base if revision == 0 else f"{base}#{revision}"
 
 
 def run_id_for(order_id: str) -> str:

@@ -9,7 +9,10 @@ any other run of it ships nothing), the warehouse key ``<order_id>:<line_id>`` (
 on every retry, clear and re-run; one shipment per key at the warehouse, for good), a
 lookup of that key before every post that the ledger does not show as shipped (so a
 shipment the ledger missed is adopted, never made twice), the ledger's upserts under
-unique keys, and the reducer's conditional ``SHIPPED`` transition.
+unique keys, the reducer's conditional ``SHIPPED`` transition, and the fence of
+operators' amendments: an amendment moves the line to a new key (a fix) or to CANCELLING
+and voids the old key at the warehouse, and a try records its shipment only if the line
+is still at the revision it read (README, "Why exactly once holds").
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
 from shipping.errors import (
+    LineFenced,
     OrderRejected,
     ShipmentConflict,
     ShipmentMismatch,
     WarehouseError,
+    classify,
 )
 from shipping.ledger import Ledger, LineState, LineStatus
-from shipping.order import InvalidOrder, content_hash, idempotency_key, parse_order
+from shipping.order import InvalidOrder, content_hash, parse_order
+from shipping.shipment import LineContent, Shipment
 from shipping.warehouse import WarehouseClient
 
 logger = logging.getLogger(__name__)
@@ -136,106 +142,135 @@ def ship_line(
 ) -> LineResult:
     """Create the shipment of one line (idempotently) and record it in the ledger.
 
-    A line the ledger shows as shipped is not sent again. Otherwise, on every try of
-    every run, the warehouse is asked first for this client's shipment under the line's
-    key: the ledger may have missed one (a task killed between the warehouse's answer and
-    the ledger's write, a ledger down for all tries), and a post long after, past the
-    key's retention, must not ship again. A shipment found with this line's content is
-    adopted; one with other content is a final error. Only then is the line posted,
-    under its key, so a retry after an ambiguous failure gets the same shipment back.
+    The ledger's line decides what ships, not the XCom: an operator may have fixed or
+    cancelled it. A line shown as shipped or cancelled is not sent again. A void an
+    amendment left pending (its command could not reach the warehouse) is done first: a
+    cancel then takes effect, and a fix's old key is dead before the new one is used.
 
-    Every error on the way is recorded on the line as its last error, then raised.
+    Then, under the line's current key: the warehouse is asked first for a shipment made
+    under it (the ledger may have missed one: a task killed between the warehouse's answer
+    and the ledger's write; and a post long after, past the key's retention, must not
+    ship again). A shipment with the line's content is adopted; one with other content is
+    a final :class:`ShipmentConflict`. Only then is the line posted, so a retry after an
+    ambiguous failure gets the same shipment back. The record is fenced: if an amendment
+    moved the line on meanwhile, nothing is recorded (:class:`LineFenced`, retried), and
+    the amendment's void cancels whatever this try made.
+
+    Every error on the way is recorded on the line (message, class, finality), then raised.
 
     Raises:
         WarehouseError: After the client's own retries. Whether Airflow retries it is
-            decided by the error's class (``ShipmentConflict`` and other refusals are
-            final).
+            decided by its family (:data:`shipping.errors.FAMILIES`).
+        LineFenced: An amendment superseded this try; the next try ships the ledger's line.
     """
     line_id = line["line_id"]
-    # The ledger's line, not the XCom: an operator's fix changes its SKU or quantity.
-    recorded = ledger.get_line(order_id=order_id, line_id=line_id)
-    if recorded.state is LineState.SHIPPED:
-        logger.info("line %s:%s already shipped as %s", order_id, line_id, recorded.shipment_id)
-        return _result(recorded, shipment_id=recorded.shipment_id, replayed=True, attempts=0)
-    if recorded.state is LineState.CANCELLED:
-        logger.warning("line %s:%s was cancelled by an operator: not posted", order_id, line_id)
-        return _result(recorded, shipment_id=None, replayed=False, attempts=0)
-    if (recorded.sku, recorded.quantity) != (line["sku"], line["quantity"]):
-        logger.warning(
-            "line %s:%s was fixed by an operator: %s x%d (was %s x%d)",
-            order_id,
-            line_id,
-            recorded.sku,
-            recorded.quantity,
-            line["sku"],
-            line["quantity"],
-        )
-    line = {"line_id": line_id, "sku": recorded.sku, "quantity": recorded.quantity}
+    requests = 0
     try:
-        found = client.find_shipment(order_id=order_id, line_id=line_id)
+        recorded = ledger.get_line(order_id=order_id, line_id=line_id)
+        if recorded.void_key is not None:
+            recorded = complete_void(ledger, client, order_id, recorded)
+        if recorded.state is LineState.SHIPPED:
+            logger.info("line %s:%s already shipped as %s", order_id, line_id, recorded.shipment_id)
+            return _result(recorded, shipment_id=recorded.shipment_id, replayed=True, attempts=0)
+        if recorded.state is LineState.CANCELLED:
+            logger.warning("line %s:%s was cancelled by an operator: not posted", order_id, line_id)
+            return _result(recorded, shipment_id=None, replayed=False, attempts=0)
+        if (recorded.sku, recorded.quantity) != (line["sku"], line["quantity"]):
+            logger.warning(
+                "line %s:%s was fixed by an operator: %s x%d (was %s x%d)",
+                order_id,
+                line_id,
+                recorded.sku,
+                recorded.quantity,
+                line["sku"],
+                line["quantity"],
+            )
+        content = LineContent(order_id, line_id, recorded.sku, recorded.quantity, ship_to)
+        key = recorded.idempotency_key
+        found = client.find_shipment(order_id=order_id, line_id=line_id, key=key)
         if found is not None:
-            _check_same_line(found, order_id=order_id, ship_to=ship_to, line=line)
-            shipment_id, replayed, requests = str(found["shipment_id"]), True, 0
-            logger.info("line %s:%s found at the warehouse as %s", order_id, line_id, shipment_id)
+            if not found.live:
+                raise LineFenced(order_id, line_id, f"key {key!r} was voided at the warehouse")
+            if differ := found.differences(content):
+                raise ShipmentConflict(
+                    f"the warehouse holds shipment {found.shipment_id} under key {key!r} "
+                    f"with another {', '.join(differ)}; it is not adopted and the line is "
+                    f"not posted again: `shipping reconcile {order_id} --repair` voids it"
+                )
+            shipment, replayed = found, True
+            logger.info(
+                "line %s:%s found at the warehouse as %s", order_id, line_id, found.shipment_id
+            )
         else:
             result = client.create_shipment(
                 order_id=order_id,
                 line_id=line_id,
-                sku=line["sku"],
-                quantity=line["quantity"],
+                sku=recorded.sku,
+                quantity=recorded.quantity,
                 ship_to=ship_to,
+                key=key,
             )
-            shipment_id, replayed, requests = result.shipment_id, result.replayed, result.attempts
-    except Exception as exc:
-        # A warehouse error (classified, final or not by its class) or a bug (retried by
-        # Airflow like an outage): recorded on the line either way, then raised.
-        requests = (exc.attempts if isinstance(exc, WarehouseError) else None) or 1
-        # The class first: operators' tools tell a refusal from an outage by it.
-        error = f"{type(exc).__name__}: {exc}"
-        ledger.record_failed(
+            requests = result.attempts
+            shipment = Shipment.from_json({**result.body, "idempotency_key": key})
+            replayed = result.replayed
+        shipped = ledger.record_shipped(
             order_id=order_id,
             line_id=line_id,
             try_number=try_number,
             requests=requests,
-            error=error,
+            shipment=shipment,
+            revision=recorded.revision,
+        )
+    except Exception as exc:
+        # A warehouse error, a fenced try (classified, final or not by its family) or a
+        # bug (retried by Airflow like an outage): recorded on the line, then raised.
+        if isinstance(exc, WarehouseError):
+            requests = exc.attempts or 1
+        kind = classify(exc)
+        ledger.record_failed(
+            order_id=order_id,
+            line_id=line_id,
+            try_number=try_number,
+            requests=max(requests, 1) if isinstance(exc, WarehouseError) else requests,
+            error=f"{kind.error_class}: {exc}",
+            error_class=kind.error_class,
+            error_final=kind.final,
         )
         raise
-    shipped = ledger.record_shipped(
-        order_id=order_id,
-        line_id=line_id,
-        try_number=try_number,
-        requests=requests,
-        shipment_id=shipment_id,
-    )
     logger.info(
         "line %s:%s shipped as %s after %d request(s)%s",
         order_id,
         line_id,
-        shipment_id,
+        shipment.shipment_id,
         requests,
         " (replayed)" if replayed else "",
     )
-    return _result(shipped, shipment_id=shipment_id, replayed=replayed, attempts=requests)
+    return _result(shipped, shipment_id=shipment.shipment_id, replayed=replayed, attempts=requests)
 
 
-def _check_same_line(
-    shipment: Mapping[str, Any], *, order_id: str, ship_to: Mapping[str, str], line: LineWork
-) -> None:
-    """Adopt only a shipment of exactly this line: the same order, line, SKU, quantity, address."""
-    wanted = {
-        "order_id": order_id,
-        "line_id": line["line_id"],
-        "sku": line["sku"],
-        "quantity": line["quantity"],
-        "ship_to": dict(ship_to),
-    }
-    differ = sorted(field for field, value in wanted.items() if shipment.get(field) != value)
-    if differ:
-        raise ShipmentConflict(
-            f"the warehouse holds shipment {shipment.get('shipment_id')} under key "
-            f"{idempotency_key(order_id, line['line_id'])!r} with another {', '.join(differ)}; "
-            "it is not adopted and the line is not posted again: an operator must look"
-        )
+def complete_void(
+    ledger: Ledger, client: WarehouseClient, order_id: str, line: LineStatus
+) -> LineStatus:
+    """Void the key an amendment fenced, at the warehouse, and record it in the ledger.
+
+    Safe to repeat and to race: voiding a key twice changes nothing at the warehouse, and
+    the ledger records the first confirmation.
+
+    Returns:
+        The line after the void (a CANCELLING line is CANCELLED then).
+
+    Raises:
+        WarehouseError: The warehouse refused or stayed unavailable; the void stays
+            pending.
+    """
+    assert line.void_key is not None
+    voided = client.void_key(line.void_key, reason=f"amended line {line.line_id} of {order_id}")
+    return ledger.record_void(
+        order_id=order_id,
+        line_id=line.line_id,
+        key=line.void_key,
+        shipment_id=voided.shipment_id if voided else None,
+    )
 
 
 def _result(

@@ -45,6 +45,7 @@ from shipping.errors import (
     is_retryable,
 )
 from shipping.order import idempotency_key
+from shipping.shipment import Shipment
 
 __all__ = [
     "RetryPolicy",
@@ -355,11 +356,13 @@ class WarehouseClient(_HttpApi):
         sku: str,
         quantity: int,
         ship_to: Mapping[str, Any],
+        key: str | None = None,
     ) -> ShipmentResult:
         """Create the shipment of one order line, or get the one created before.
 
-        The idempotency key ``<order_id>:<line_id>`` and the request body are fixed once;
-        every attempt sends the same bytes and headers.
+        The idempotency key (``key``; by default the line's first,
+        ``<order_id>:<line_id>``) and the request body are fixed once; every attempt
+        sends the same bytes and headers.
 
         Returns:
             The shipment; ``replayed`` says whether an earlier request had created it.
@@ -371,8 +374,9 @@ class WarehouseClient(_HttpApi):
                 the whole retry policy.
             IdempotencyInFlight: An earlier request with this key was still running when
                 the retry policy ran out.
+            KeyVoided: The key was voided (an operator's amendment fenced it).
         """
-        key = idempotency_key(order_id, line_id)
+        key = key if key is not None else idempotency_key(order_id, line_id)
         body = {
             "order_id": order_id,
             "line_id": line_id,
@@ -420,23 +424,89 @@ class WarehouseClient(_HttpApi):
         """
         return self._shipments({"order_id": order_id}, f"list shipments of order {order_id!r}")
 
-    def find_shipment(self, *, order_id: str, line_id: str) -> dict[str, Any] | None:
-        """This client's shipment of one line (made under its idempotency key), or None.
+    def shipments_of(self, order_id: str) -> list[Shipment]:
+        """This client's shipments of an order, live and cancelled, typed.
+
+        Raises:
+            WarehouseError: When the warehouse refuses or stays unavailable.
+        """
+        return [self._typed(s) for s in self.list_shipments(order_id)]
+
+    def find_shipment(
+        self, *, order_id: str, line_id: str, key: str | None = None
+    ) -> Shipment | None:
+        """This client's shipment made under a line's key (live or cancelled), or None.
 
         One lookup by key, whatever the order's size; retried like a create.
+
+        Args:
+            order_id: The order.
+            line_id: The line.
+            key: The key; by default the line's first, ``<order_id>:<line_id>``.
 
         Raises:
             ShipmentConflict: The warehouse lists several shipments under the key.
             WarehouseError: When the warehouse refuses or stays unavailable.
         """
-        key = idempotency_key(order_id, line_id)
+        key = key if key is not None else idempotency_key(order_id, line_id)
         shipments = self._shipments({"idempotency_key": key}, f"find shipment {key!r}")
         if len(shipments) > 1:
             ids = ", ".join(str(s.get("shipment_id")) for s in shipments)
             raise ShipmentConflict(
                 f"the warehouse holds several shipments under key {key!r}: {ids}"
             )
-        return shipments[0] if shipments else None
+        return self._typed(shipments[0]) if shipments else None
+
+    def void_key(self, key: str, *, reason: str) -> Shipment | None:
+        """Void ``key`` at the warehouse for good: nothing ships under it any more.
+
+        A shipment made under it is cancelled; a request still in flight under it
+        creates nothing; a later post under it is refused (410). Voiding again changes
+        nothing. Retried like a create.
+
+        Returns:
+            The shipment the void cancelled (now ``cancelled``), or None if none was made.
+
+        Raises:
+            WarehouseError: When the warehouse refuses or stays unavailable.
+        """
+        payload = json.dumps(
+            {"idempotency_key": key, "reason": reason[:500] or "voided"},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+
+        def attempt(number: int) -> Shipment | None:
+            response = self._send(
+                "POST", "/v1/voids", data=payload, headers={"Content-Type": "application/json"}
+            )
+            self._raise_for_status(response)
+            answer = self._json(response)
+            if not isinstance(answer, dict) or answer.get("idempotency_key") != key:
+                raise WarehouseUnavailable(
+                    f"warehouse answered a void of {key!r} without the key",
+                    status=response.status_code,
+                    detail=response.text[:200],
+                )
+            shipment = answer.get("shipment")
+            return self._typed(shipment) if isinstance(shipment, dict) else None
+
+        voided = self._retrying(attempt, f"void key {key!r}")
+        log.warning(
+            "key %r voided at the warehouse%s",
+            key,
+            f"; shipment {voided.shipment_id} cancelled" if voided else "",
+        )
+        return voided
+
+    @staticmethod
+    def _typed(document: Mapping[str, Any]) -> Shipment:
+        try:
+            return Shipment.from_json(document)
+        except ValueError as exc:
+            raise WarehouseUnavailable(
+                f"warehouse answered a malformed shipment: {exc}", detail=str(document)[:200]
+            ) from None
 
     def _shipments(self, params: Mapping[str, str], what: str) -> list[dict[str, Any]]:
         def attempt(number: int) -> list[dict[str, Any]]:

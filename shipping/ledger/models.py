@@ -28,7 +28,8 @@ class LineState(StrEnum):
     PENDING = "PENDING"
     SHIPPED = "SHIPPED"
     FAILED = "FAILED"
-    CANCELLED = "CANCELLED"  # by an operator; never posted again
+    CANCELLING = "CANCELLING"  # cancelled by an operator; its key not yet voided
+    CANCELLED = "CANCELLED"  # by an operator, its key voided: nothing ships for it
 
 
 #: Line states that let an order finalize.
@@ -48,6 +49,7 @@ class Amendment(StrEnum):
 
     FIX = "FIX"
     CANCEL = "CANCEL"
+    VOID = "VOID"  # reconciliation voided a shipment of other content under the line's key
 
 
 class RunRole(StrEnum):
@@ -79,6 +81,15 @@ class LineStatus:
     attempts: int
     shipment_id: str | None
     last_error: str | None
+    #: The last error's class name and whether it is final (see shipping.errors.classify).
+    error_class: str | None = None
+    error_final: bool | None = None
+    #: The line's content revision: each fix adds one, and the key changes with it.
+    revision: int = 0
+    #: The key the line ships under now.
+    idempotency_key: str = ""
+    #: A key of this line still to be voided at the warehouse (an amendment's fence).
+    void_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The line in the JSON of ``shipping status --json``."""
@@ -90,6 +101,11 @@ class LineStatus:
             "attempts": self.attempts,
             "shipment_id": self.shipment_id,
             "last_error": self.last_error,
+            "error_class": self.error_class,
+            "error_final": self.error_final,
+            "revision": self.revision,
+            "idempotency_key": self.idempotency_key,
+            "void_pending": self.void_key,
         }
 
 
@@ -119,6 +135,12 @@ class AmendmentRecord:
     new_sku: str | None
     new_quantity: int | None
     recorded_at: datetime
+    #: The key this amendment voids at the warehouse, the shipment it cancelled there
+    #: (None if nothing had shipped under it) and when the void was confirmed (None while
+    #: it is pending).
+    void_key: str | None = None
+    voided_shipment_id: str | None = None
+    voided_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The amendment in the JSON of ``shipping status --json``."""
@@ -131,9 +153,14 @@ class AmendmentRecord:
             "old": {"sku": self.old_sku, "quantity": self.old_quantity},
             "new": (
                 None
-                if self.action is Amendment.CANCEL
+                if self.new_sku is None and self.new_quantity is None
                 else {"sku": self.new_sku, "quantity": self.new_quantity}
             ),
+            "void": {
+                "key": self.void_key,
+                "cancelled_shipment_id": self.voided_shipment_id,
+                "voided_at": self.voided_at.isoformat() if self.voided_at else None,
+            },
         }
 
 

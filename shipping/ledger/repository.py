@@ -11,10 +11,12 @@ import sqlalchemy as sa
 from shipping.errors import (
     AmendmentRefused,
     LedgerError,
+    LineFenced,
     OrderConflict,
     OrderIncomplete,
     OrderNotFound,
     OrderRejected,
+    ShipmentConflict,
     ShipmentMismatch,
 )
 from shipping.ledger.models import (
@@ -45,6 +47,7 @@ from shipping.ledger.schema import (
     upsert,
 )
 from shipping.order import Order, idempotency_key, run_id_for
+from shipping.shipment import LineContent, Shipment
 
 logger = logging.getLogger(__name__)
 
@@ -264,18 +267,31 @@ class Ledger:
             logger.warning("order %s rejected: %s", order_id, reason)
 
     def record_shipped(
-        self, *, order_id: str, line_id: str, try_number: int, requests: int, shipment_id: str
+        self,
+        *,
+        order_id: str,
+        line_id: str,
+        try_number: int,
+        requests: int,
+        shipment: Shipment,
+        revision: int,
     ) -> LineStatus:
-        """Record that a try shipped a line: the line becomes SHIPPED with its shipment id.
+        """Record that a try shipped a line: the line becomes SHIPPED with its shipment.
 
-        The order moves from RECEIVED to SHIPPING. Recording the same try again is a no-op.
+        The fence: under the line's lock, the shipment must still be the line's as it
+        stands now. The caller read the line at ``revision``; if an amendment moved it on
+        since (a fix, a cancel, a void still pending), nothing is recorded. The shipment
+        must be live, made under the line's current key, with the line's content
+        (:meth:`shipping.shipment.Shipment.differences`). The order moves from RECEIVED
+        to SHIPPING. Recording the same try again is a no-op.
 
         Args:
             order_id: The order's id.
             line_id: The line's id.
-            try_number: The Airflow try that made the requests.
+            try_number: The Airflow try that made the requests (0: reconciliation).
             requests: Warehouse requests made in that try.
-            shipment_id: The warehouse's shipment id.
+            shipment: The warehouse's shipment.
+            revision: The line's revision the caller read before it posted or looked up.
 
         Returns:
             The line after the call.
@@ -283,11 +299,39 @@ class Ledger:
         Raises:
             OrderNotFound: No such line.
             ShipmentMismatch: The line shipped under another shipment id; nothing recorded.
+            LineFenced: An amendment superseded the caller's read; nothing recorded.
+            ShipmentConflict: The shipment is not the line's (other content); nothing
+                recorded.
         """
         with self.engine.begin() as conn:
+            order = self._lock_order(conn, order_id)
             line = self._lock_line(conn, order_id, line_id)
-            if line.state is LineState.SHIPPED and line.shipment_id != shipment_id:
-                raise ShipmentMismatch(order_id, line_id, line.shipment_id, shipment_id)
+            if line.state is LineState.SHIPPED:
+                if line.shipment_id != shipment.shipment_id:
+                    raise ShipmentMismatch(
+                        order_id, line_id, line.shipment_id, shipment.shipment_id
+                    )
+            elif fenced := _fence(line, revision):
+                raise LineFenced(order_id, line_id, fenced)
+            if not shipment.live:
+                raise LineFenced(
+                    order_id, line_id, f"shipment {shipment.shipment_id} was cancelled"
+                )
+            if shipment.idempotency_key not in (None, line.idempotency_key):
+                raise LineFenced(
+                    order_id,
+                    line_id,
+                    f"shipment {shipment.shipment_id} was made under key "
+                    f"{shipment.idempotency_key!r}, the line ships under "
+                    f"{line.idempotency_key!r} now",
+                )
+            content = LineContent(order_id, line_id, line.sku, line.quantity, order.ship_to or {})
+            if differ := shipment.differences(content):
+                raise ShipmentConflict(
+                    f"shipment {shipment.shipment_id} under key {line.idempotency_key!r} "
+                    f"differs from line {line_id!r} of order {order_id!r} in "
+                    f"{', '.join(differ)}; not recorded"
+                )
             self._record_try(
                 conn,
                 order_id=order_id,
@@ -301,8 +345,11 @@ class Ledger:
                 conn,
                 line,
                 state=LineState.SHIPPED,
-                shipment_id=shipment_id,
-                last_error=line.last_error,  # kept: it tells what went wrong on the way
+                shipment_id=shipment.shipment_id,
+                # Kept: they tell what went wrong on the way.
+                last_error=line.last_error,
+                error_class=line.error_class,
+                error_final=line.error_final,
             )
             self._mark_shipping(conn, order_id)
             status = self._read_line(conn, order_id, line_id)
@@ -310,20 +357,29 @@ class Ledger:
             "order %s line %s shipped as %s (try %d, %d attempts)",
             order_id,
             line_id,
-            shipment_id,
+            shipment.shipment_id,
             try_number,
             status.attempts,
         )
         return status
 
     def record_failed(
-        self, *, order_id: str, line_id: str, try_number: int, requests: int, error: str
+        self,
+        *,
+        order_id: str,
+        line_id: str,
+        try_number: int,
+        requests: int,
+        error: str,
+        error_class: str | None = None,
+        error_final: bool | None = None,
     ) -> LineStatus:
         """Record that a try failed to ship a line: the line becomes FAILED with the error.
 
-        A SHIPPED line stays SHIPPED (a late failure never downgrades it), though the
-        try's requests still count in its attempts. The order moves from RECEIVED to
-        SHIPPING. Recording the same try again is a no-op.
+        Only a PENDING or FAILED line becomes FAILED: a SHIPPED, CANCELLING or CANCELLED
+        line keeps its state (a late failure never undoes it), though the try's requests
+        still count in its attempts. The order moves from RECEIVED to SHIPPING.
+        Recording the same try again is a no-op.
 
         Args:
             order_id: The order's id.
@@ -331,6 +387,8 @@ class Ledger:
             try_number: The Airflow try that made the requests.
             requests: Warehouse requests made in that try.
             error: What went wrong, for the operator.
+            error_class: The error's class name (:func:`shipping.errors.classify`).
+            error_final: Whether a retry cannot cure it.
 
         Returns:
             The line after the call.
@@ -349,17 +407,25 @@ class Ledger:
                 outcome=TryOutcome.FAILED,
                 error=error,
             )
-            if line.state in DONE_LINE_STATES:
+            if line.state not in (LineState.PENDING, LineState.FAILED):
                 self._update_line(
                     conn,
                     line,
                     state=line.state,
                     shipment_id=line.shipment_id,
                     last_error=line.last_error,
+                    error_class=line.error_class,
+                    error_final=line.error_final,
                 )
             else:
                 self._update_line(
-                    conn, line, state=LineState.FAILED, shipment_id=None, last_error=error
+                    conn,
+                    line,
+                    state=LineState.FAILED,
+                    shipment_id=None,
+                    last_error=error,
+                    error_class=error_class,
+                    error_final=error_final,
                 )
             self._mark_shipping(conn, order_id)
             status = self._read_line(conn, order_id, line_id)
@@ -432,47 +498,84 @@ class Ledger:
         reason: str,
         sku: str | None = None,
         quantity: int | None = None,
+        void_key: str | None = None,
     ) -> LineStatus:
-        """Fix or cancel a FAILED line that has no shipment, and keep who, when and why.
+        """Fix, cancel or void a line, fence it, and keep who, when and why.
 
-        A fix sets the line's SKU and/or quantity (its task reads them when it runs
-        again) and leaves it FAILED until then; a cancel makes it CANCELLED.
+        The fence, in this one transaction under the line's lock: the key the line shipped
+        under so far goes to ``void_key``, to be voided at the warehouse
+        (:meth:`record_void` confirms it). Until then the line can be neither shipped
+        nor cancelled, and a try that read it before records nothing
+        (:meth:`record_shipped` raises :class:`LineFenced`).
+
+        * FIX (a FAILED line without a shipment): new SKU and/or quantity, revision + 1,
+          a new key; the line stays FAILED until its next try ships it.
+        * CANCEL (a FAILED line without a shipment): CANCELLING, then CANCELLED once its
+          key is voided.
+        * VOID (reconciliation): ``void_key`` is a key of this line whose shipment is not
+          the line's; if it is the line's current key, the line moves to a new key.
 
         Args:
             order_id: The order's id.
             line_id: The line's id.
-            action: FIX or CANCEL.
+            action: FIX, CANCEL or VOID.
             actor: Who amends it.
             reason: Why, for the audit trail (required).
             sku: The new SKU (FIX).
             quantity: The new quantity (FIX).
+            void_key: The key to void (VOID).
 
         Returns:
-            The line after the call.
+            The line after the call (``void_key`` set).
 
         Raises:
             OrderNotFound: No such order or line.
-            AmendmentRefused: The line is not FAILED, has a shipment, the order is not
-                open, the reason is empty, or a fix changes nothing.
+            AmendmentRefused: The line's state forbids it, a void is still pending, the
+                order is not open, the reason is empty, or a fix changes nothing.
         """
         if not reason.strip():
             raise AmendmentRefused(order_id, line_id, "a reason is required")
         if action is Amendment.FIX and sku is None and quantity is None:
             raise AmendmentRefused(order_id, line_id, "a fix needs a new SKU or quantity")
-        if action is Amendment.CANCEL and (sku is not None or quantity is not None):
-            raise AmendmentRefused(order_id, line_id, "a cancel takes no SKU or quantity")
+        if action is not Amendment.FIX and (sku is not None or quantity is not None):
+            raise AmendmentRefused(order_id, line_id, f"a {action} takes no SKU or quantity")
+        if (action is Amendment.VOID) != (void_key is not None):
+            raise AmendmentRefused(order_id, line_id, "a void, and only a void, names a key")
         with self.engine.begin() as conn:
             order = self._lock_order(conn, order_id)
             line = self._lock_line(conn, order_id, line_id)
-            if order.state in (OrderState.SHIPPED, OrderState.REJECTED):
-                raise AmendmentRefused(order_id, line_id, f"the order is {order.state}")
-            if refusal := amendment_refusal(line.state, line.shipment_id):
-                raise AmendmentRefused(order_id, line_id, refusal)
-            new_sku = sku if sku is not None else line.sku
-            new_quantity = quantity if quantity is not None else line.quantity
-            if action is Amendment.FIX and (new_sku, new_quantity) == (line.sku, line.quantity):
-                raise AmendmentRefused(order_id, line_id, "the fix changes nothing")
-            now = self._now()
+            if line.void_key is not None:
+                raise AmendmentRefused(
+                    order_id,
+                    line_id,
+                    f"key {line.void_key!r} is still to be voided at the warehouse (an "
+                    f"earlier amendment); `shipping retry {order_id} --line {line_id}` "
+                    "completes it",
+                )
+            values: dict[str, Any] = {"updated_at": self._now()}
+            if action is Amendment.VOID:
+                assert void_key is not None
+                if refusal := _void_refusal(line, void_key):
+                    raise AmendmentRefused(order_id, line_id, refusal)
+                if void_key == line.idempotency_key:
+                    values.update(_next_key(line))
+            else:
+                if order.state in (OrderState.SHIPPED, OrderState.REJECTED):
+                    raise AmendmentRefused(order_id, line_id, f"the order is {order.state}")
+                if refusal := amendment_refusal(line.state, line.shipment_id):
+                    raise AmendmentRefused(order_id, line_id, refusal)
+                void_key = line.idempotency_key
+                if action is Amendment.CANCEL:
+                    values.update(state=LineState.CANCELLING)
+                else:
+                    new = (
+                        sku if sku is not None else line.sku,
+                        quantity if quantity is not None else line.quantity,
+                    )
+                    if new == (line.sku, line.quantity):
+                        raise AmendmentRefused(order_id, line_id, "the fix changes nothing")
+                    values.update(sku=new[0], quantity=new[1], **_next_key(line))
+            values["void_key"] = void_key
             conn.execute(
                 sa.insert(line_amendments).values(
                     order_id=order_id,
@@ -482,23 +585,81 @@ class Ledger:
                     reason=reason,
                     old_sku=line.sku,
                     old_quantity=line.quantity,
-                    new_sku=new_sku if action is Amendment.FIX else None,
-                    new_quantity=new_quantity if action is Amendment.FIX else None,
-                    recorded_at=now,
+                    new_sku=values.get("sku"),
+                    new_quantity=values.get("quantity"),
+                    recorded_at=values["updated_at"],
+                    void_key=void_key,
                 )
             )
-            values: dict[str, Any] = {"updated_at": now}
-            if action is Amendment.FIX:
-                values.update(sku=new_sku, quantity=new_quantity)
-            else:
-                values.update(state=LineState.CANCELLED)
             conn.execute(
                 sa.update(order_lines)
                 .where(order_lines.c.order_id == order_id, order_lines.c.line_id == line_id)
                 .values(**values)
             )
             status = self._read_line(conn, order_id, line_id)
-        logger.warning("order %s line %s: %s by %s (%s)", order_id, line_id, action, actor, reason)
+        logger.warning(
+            "order %s line %s: %s by %s (%s); key %s to be voided",
+            order_id,
+            line_id,
+            action,
+            actor,
+            reason,
+            void_key,
+        )
+        return status
+
+    def record_void(
+        self, *, order_id: str, line_id: str, key: str, shipment_id: str | None
+    ) -> LineStatus:
+        """Record that the warehouse voided ``key``: the amendment that asked takes effect.
+
+        The line's pending void is cleared; a CANCELLING line becomes CANCELLED. The
+        amendment keeps the confirmation and the shipment the void cancelled, if any.
+        Recording it again changes nothing.
+
+        Args:
+            order_id: The order's id.
+            line_id: The line's id.
+            key: The key the warehouse voided.
+            shipment_id: The shipment the void cancelled, or None if none was made.
+
+        Returns:
+            The line after the call.
+
+        Raises:
+            OrderNotFound: No such line.
+        """
+        with self.engine.begin() as conn:
+            line = self._lock_line(conn, order_id, line_id)
+            now = self._now()
+            conn.execute(
+                sa.update(line_amendments)
+                .where(
+                    line_amendments.c.order_id == order_id,
+                    line_amendments.c.line_id == line_id,
+                    line_amendments.c.void_key == key,
+                    line_amendments.c.voided_at.is_(None),
+                )
+                .values(voided_at=now, voided_shipment_id=shipment_id)
+            )
+            if line.void_key == key:
+                values: dict[str, Any] = {"void_key": None, "updated_at": now}
+                if line.state is LineState.CANCELLING:
+                    values["state"] = LineState.CANCELLED
+                conn.execute(
+                    sa.update(order_lines)
+                    .where(order_lines.c.order_id == order_id, order_lines.c.line_id == line_id)
+                    .values(**values)
+                )
+            status = self._read_line(conn, order_id, line_id)
+        logger.warning(
+            "order %s line %s: key %s voided at the warehouse%s (line %s)",
+            order_id,
+            line_id,
+            key,
+            f", shipment {shipment_id} cancelled" if shipment_id else "",
+            status.state,
+        )
         return status
 
     # Reads.
@@ -630,6 +791,8 @@ class Ledger:
         state: LineState,
         shipment_id: str | None,
         last_error: str | None,
+        error_class: str | None,
+        error_final: bool | None,
     ) -> None:
         attempts = conn.execute(
             sa.select(sa.func.coalesce(sa.func.sum(line_tries.c.requests), 0)).where(
@@ -640,6 +803,8 @@ class Ledger:
             "state": state,
             "shipment_id": shipment_id,
             "last_error": last_error,
+            "error_class": error_class,
+            "error_final": error_final,
             "attempts": int(attempts),
         }
         if all(getattr(line, key) == value for key, value in new.items()):
@@ -713,6 +878,9 @@ class Ledger:
                     new_sku=a.new_sku,
                     new_quantity=a.new_quantity,
                     recorded_at=a.recorded_at,
+                    void_key=a.void_key,
+                    voided_shipment_id=a.voided_shipment_id,
+                    voided_at=a.voided_at,
                 )
                 for a in amendments
             ),
@@ -728,4 +896,43 @@ def _line_status(row: sa.Row[Any]) -> LineStatus:
         attempts=row.attempts,
         shipment_id=row.shipment_id,
         last_error=row.last_error,
+        error_class=row.error_class,
+        error_final=row.error_final,
+        revision=row.revision,
+        idempotency_key=row.idempotency_key,
+        void_key=row.void_key,
     )
+
+
+def _fence(line: sa.Row[Any], revision: int) -> str | None:
+    """Why a try that read the line at ``revision`` may not record a shipment, or None."""
+    if line.state in (LineState.CANCELLING, LineState.CANCELLED):
+        return f"the line is {line.state} (an operator cancelled it after this try read it)"
+    if line.revision != revision:
+        return (
+            f"the line was amended (revision {line.revision}) after this try read "
+            f"revision {revision}"
+        )
+    if line.void_key is not None:
+        return f"key {line.void_key!r} is being voided (an operator's amendment)"
+    return None
+
+
+def _next_key(line: sa.Row[Any]) -> dict[str, Any]:
+    revision = line.revision + 1
+    return {
+        "revision": revision,
+        "idempotency_key": idempotency_key(line.order_id, line.line_id, revision),
+    }
+
+
+def _void_refusal(line: sa.Row[Any], key: str) -> str | None:
+    """Why reconciliation may not void ``key`` of the line, or None if it may."""
+    keys = {idempotency_key(line.order_id, line.line_id, r) for r in range(line.revision + 1)}
+    if key not in keys:
+        return f"{key!r} is not a key of this line"
+    if key == line.idempotency_key and line.state is LineState.SHIPPED:
+        return f"{key!r} holds the line's recorded shipment {line.shipment_id}"
+    if key == line.idempotency_key and line.state is LineState.CANCELLED:
+        return f"{key!r} was voided when the line was cancelled"
+    return None

@@ -1,4 +1,4 @@
-"""The ledger's tables, their creation and additive migrations, and its engines."""
+"""The ledger's tables, their migrations (Alembic, in ``migrations/``) and its engines."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import logging
 import sqlite3
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -77,7 +80,6 @@ orders: Final = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("shipped_at", UTCDateTime, nullable=True),
-    # Added after the first release: create_schema adds it to older databases.
     sa.Column("owner_run_id", sa.String(250), nullable=True),
 )
 
@@ -116,6 +118,14 @@ order_lines: Final = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The last error's class name and finality (shipping.errors.classify): operators'
+    # commands read the family from them, never from the message.
+    sa.Column("error_class", sa.String(64), nullable=True),
+    sa.Column("error_final", sa.Boolean, nullable=True),
+    # The fence: each fix adds one to the revision and moves the line to a new key; the
+    # old key waits in void_key until the warehouse confirms it voided.
+    sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("void_key", sa.String(255), nullable=True),
     sa.UniqueConstraint("order_id", "position"),
     sa.CheckConstraint("quantity > 0", name="quantity_positive"),
     sa.CheckConstraint("attempts >= 0", name="attempts_not_negative"),
@@ -153,6 +163,9 @@ line_amendments: Final = sa.Table(
     sa.Column("new_sku", sa.String(64), nullable=True),
     sa.Column("new_quantity", sa.Integer, nullable=True),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Column("void_key", sa.String(255), nullable=True),
+    sa.Column("voided_shipment_id", sa.String(255), nullable=True),
+    sa.Column("voided_at", UTCDateTime, nullable=True),
     sa.ForeignKeyConstraint(
         ["order_id", "line_id"],
         [order_lines.c.order_id, order_lines.c.line_id],
@@ -161,53 +174,39 @@ line_amendments: Final = sa.Table(
     sa.Index(None, "order_id", "line_id"),
 )
 
-# Serializes concurrent create_schema calls on PostgreSQL (any constant shared by callers).
+# Serializes concurrent migrations on PostgreSQL (any constant shared by callers).
 _SCHEMA_LOCK_KEY: Final = 0x5348495050494E47  # "SHIPPING"
+_MIGRATIONS: Final = Path(__file__).with_name("migrations")
 
 
 def create_schema(engine: sa.Engine) -> None:
-    """Create the ledger's tables that do not exist yet; safe to call again and concurrently.
+    """Bring the ledger's database to the latest schema (Alembic ``upgrade head``).
+
+    Safe to call again and concurrently: on PostgreSQL an advisory lock serializes
+    callers, and every migration runs in the caller's one transaction. A database made
+    before migrations (no ``alembic_version`` table) is taken from where it stands: the
+    first revision creates what is missing.
 
     Args:
         engine: An engine on the ledger's database.
     """
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # DDL is transactional on PostgreSQL: with the lock, racing callers see the
-            # tables created by the first one instead of failing on duplicate types.
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-        metadata.create_all(conn, checkfirst=True)
-        _add_missing_columns(conn)
-        if conn.dialect.name == "postgresql":
-            _refresh_checks(conn)
-
-
-def _refresh_checks(conn: sa.Connection) -> None:
-    """Re-create the CHECK constraints, so a state added by a later release is allowed.
-
-    (PostgreSQL only: SQLite cannot alter a constraint; its ledgers are for tests.)
-    """
-    for table in metadata.sorted_tables:
-        for constraint in table.constraints:
-            if isinstance(constraint, sa.CheckConstraint) and isinstance(constraint.name, str):
-                conn.exec_driver_sql(
-                    f"ALTER TABLE {table.name} DROP CONSTRAINT IF EXISTS {constraint.name}"
-                )
-                conn.execute(sa.schema.AddConstraint(constraint))
-
-
-def _add_missing_columns(conn: sa.Connection) -> None:
-    """Add the nullable columns that a database made by an older release lacks."""
-    inspector = sa.inspect(conn)
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            assert column.nullable, f"{table.name}.{column.name}: only nullable columns are added"
-            kind = column.type.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
-            logger.warning("ledger: added column %s.%s", table.name, column.name)
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # A SQLite table is changed by copying it: with foreign keys on, dropping the
+            # old copy would cascade into the tables that refer to it. The pragma only
+            # takes effect outside a transaction, so it is set before SQLAlchemy begins.
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        finally:
+            if conn.dialect.name == "sqlite":
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -388,7 +388,7 @@ def amend(order_id: str, line_id: str, *, action: str, reason: str, **new: Any) 
     with _ledger() as ledger, _warehouse() as client:
         _order(ledger, order_id)
         try:
-            line = amend_line(
+            amended = amend_line(
                 ledger,
                 client,
                 order_id=order_id,
@@ -402,8 +402,18 @@ def amend(order_id: str, line_id: str, *, action: str, reason: str, **new: Any) 
             raise CliError(str(exc)) from exc
         except AmendmentRefused as exc:
             raise CliError(f"refused: {exc}", EXIT_REFUSED) from exc
-    done = "cancelled" if action == "CANCEL" else f"fixed: now {line.sku} x{line.quantity}"
+    line = amended.line
+    done = (
+        f"cancelled ({line.state})"
+        if action == "CANCEL"
+        else f"fixed: now {line.sku} x{line.quantity} under key {line.idempotency_key}"
+    )
     print(f"line {line_id} of order {order_id} {done}")
+    if amended.void_error:
+        print(
+            f"the old key could not be voided at the warehouse yet ({amended.void_error}); "
+            "the line's retry does it first"
+        )
     return retry(order_id, [line_id])
 
 
@@ -419,7 +429,7 @@ def reconcile(order_id: str | None, *, repair: bool, as_json: bool) -> int:
     with _ledger() as ledger, _warehouse() as client:
         order_ids = [order_id] if order_id else ledger.order_ids()
         try:
-            report = run(ledger, client, order_ids, fix=repair)
+            report = run(ledger, client, order_ids, fix=repair, actor=_actor())
         except OrderNotFound as exc:
             raise CliError(f"unknown order {order_id!r}") from exc
     if as_json:

@@ -33,11 +33,29 @@ from shipping.ledger import (
     order_lines,
     orders,
 )
-from shipping.order import Order, OrderLine, ShipTo
+from shipping.order import Order, OrderLine, ShipTo, idempotency_key
+from shipping.shipment import Shipment
 
 SHIP_TO = ShipTo(
     name="Ada Lovelace", line1="1 Main St", city="Berlin", postal_code="10115", country="DE"
 )
+
+
+def shipped(
+    line_id: str, shipment_id: str, *, sku: str = "MUG-RED", quantity: int = 2, revision: int = 0
+) -> dict[str, Any]:
+    """The ``shipment`` and ``revision`` arguments of ``record_shipped`` for a line of ORD-1."""
+    shipment = Shipment(
+        shipment_id=shipment_id,
+        idempotency_key=idempotency_key("ORD-1", line_id, revision),
+        order_id="ORD-1",
+        line_id=line_id,
+        sku=sku,
+        quantity=quantity,
+        ship_to=SHIP_TO.to_dict(),
+        status="created",
+    )
+    return {"shipment": shipment, "revision": revision}
 
 
 def make_order(*line_ids: str) -> Order:
@@ -106,7 +124,7 @@ def ship_all(ledger: Ledger, order: Order) -> None:
             line_id=line.line_id,
             try_number=1,
             requests=1,
-            shipment_id=f"shp-{line.line_id}",
+            **shipped(line.line_id, f"shp-{line.line_id}"),
         )
 
 
@@ -144,7 +162,14 @@ def test_concurrent_create_schema_creates_the_tables_once(database_url: str) -> 
     tables = set(sa.inspect(engines[0]).get_table_names())
     for engine in engines:
         engine.dispose()
-    assert tables == {"orders", "order_lines", "line_tries", "order_runs", "line_amendments"}
+    assert tables == {
+        "orders",
+        "order_lines",
+        "line_tries",
+        "order_runs",
+        "line_amendments",
+        "ledger_alembic_version",
+    }
 
 
 def test_register_returns_the_lines_and_stores_them_in_order(ledger: Ledger) -> None:
@@ -243,7 +268,7 @@ def test_record_shipped_sets_the_shipment_and_moves_the_order_to_shipping(ledger
     """A shipped line gets its shipment id and the order becomes SHIPPING."""
     ledger.register_order(make_order("1", "2"))
     line = ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=1, requests=1, **shipped("1", "shp-1")
     )
     assert (line.state, line.attempts, line.shipment_id) == (LineState.SHIPPED, 1, "shp-1")
     status = ledger.get_order("ORD-1")
@@ -255,11 +280,11 @@ def test_record_shipped_twice_changes_nothing(ledger: Ledger) -> None:
     """Recording the same try's shipment again leaves every row as it was."""
     ledger.register_order(make_order("1"))
     ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=1, requests=3, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=1, requests=3, **shipped("1", "shp-1")
     )
     before = snapshot(ledger)
     ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=1, requests=3, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=1, requests=3, **shipped("1", "shp-1")
     )
     assert snapshot(ledger) == before
     assert line_state(ledger, "ORD-1", "1") == (LineState.SHIPPED, 3, "shp-1", None)
@@ -271,10 +296,10 @@ def test_attempts_sum_the_requests_of_each_try_once(ledger: Ledger) -> None:
     ledger.record_failed(order_id="ORD-1", line_id="1", try_number=1, requests=4, error="503")
     ledger.record_failed(order_id="ORD-1", line_id="1", try_number=1, requests=4, error="503")
     ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=2, requests=2, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=2, requests=2, **shipped("1", "shp-1")
     )
     ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=2, requests=2, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=2, requests=2, **shipped("1", "shp-1")
     )
     assert line_state(ledger, "ORD-1", "1") == (LineState.SHIPPED, 6, "shp-1", "503")
 
@@ -295,7 +320,7 @@ def test_late_failure_never_downgrades_a_shipped_line(ledger: Ledger) -> None:
     """A failure recorded after the shipment keeps the line SHIPPED but counts its requests."""
     ledger.register_order(make_order("1"))
     ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=1, requests=1, **shipped("1", "shp-1")
     )
     line = ledger.record_failed(
         order_id="ORD-1", line_id="1", try_number=2, requests=2, error="timeout"
@@ -312,19 +337,19 @@ def test_other_shipment_id_for_a_shipped_line_raises_and_changes_nothing(ledger:
     """A second shipment id for a shipped line is refused and nothing is recorded."""
     ledger.register_order(make_order("1"))
     ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=1, requests=1, **shipped("1", "shp-1")
     )
     before = snapshot(ledger)
     with pytest.raises(ShipmentMismatch, match="shp-2"):
         ledger.record_shipped(
-            order_id="ORD-1", line_id="1", try_number=2, requests=1, shipment_id="shp-2"
+            order_id="ORD-1", line_id="1", try_number=2, requests=1, **shipped("1", "shp-2")
         )
     assert snapshot(ledger) == before
 
 
 @pytest.mark.parametrize(
     ("method", "outcome"),
-    [("record_shipped", {"shipment_id": "shp-9"}), ("record_failed", {"error": "503"})],
+    [("record_shipped", shipped("9", "shp-9")), ("record_failed", {"error": "503"})],
 )
 def test_recording_an_unknown_line_raises_not_found(
     ledger: Ledger, method: str, outcome: dict[str, str]
@@ -369,7 +394,7 @@ def test_finalize_incomplete_raises_naming_the_lines_not_shipped(ledger: Ledger)
     """Finalizing with lines not shipped raises with each of them and changes nothing."""
     ledger.register_order(make_order("1", "2", "3"))
     ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=1, requests=1, **shipped("1", "shp-1")
     )
     ledger.record_failed(order_id="ORD-1", line_id="3", try_number=1, requests=1, error="503")
     before = snapshot(ledger)
@@ -414,9 +439,17 @@ def test_get_order_json_has_exactly_the_status_contract(ledger: Ledger) -> None:
     """The status JSON has exactly the keys and values of the CLI contract."""
     ledger.register_order(make_order("1", "2"))
     ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=1, requests=2, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=1, requests=2, **shipped("1", "shp-1")
     )
-    ledger.record_failed(order_id="ORD-1", line_id="2", try_number=1, requests=1, error="503")
+    ledger.record_failed(
+        order_id="ORD-1",
+        line_id="2",
+        try_number=1,
+        requests=1,
+        error="WarehouseServerError: 503",
+        error_class="WarehouseServerError",
+        error_final=False,
+    )
     status = ledger.get_order("ORD-1")
     assert status is not None
     assert status.to_json() == {
@@ -435,6 +468,11 @@ def test_get_order_json_has_exactly_the_status_contract(ledger: Ledger) -> None:
                 "attempts": 2,
                 "shipment_id": "shp-1",
                 "last_error": None,
+                "error_class": None,
+                "error_final": None,
+                "revision": 0,
+                "idempotency_key": "ORD-1:1",
+                "void_pending": None,
             },
             {
                 "line_id": "2",
@@ -443,7 +481,12 @@ def test_get_order_json_has_exactly_the_status_contract(ledger: Ledger) -> None:
                 "state": "FAILED",
                 "attempts": 1,
                 "shipment_id": None,
-                "last_error": "503",
+                "last_error": "WarehouseServerError: 503",
+                "error_class": "WarehouseServerError",
+                "error_final": False,
+                "revision": 0,
+                "idempotency_key": "ORD-1:2",
+                "void_pending": None,
             },
         ],
         "amendments": [],
@@ -457,7 +500,7 @@ def test_shipped_line_gives_the_shipment_id_only_once_shipped(ledger: Ledger) ->
     ledger.record_failed(order_id="ORD-1", line_id="1", try_number=1, requests=1, error="503")
     failed = ledger.shipped_line(order_id="ORD-1", line_id="1")
     ledger.record_shipped(
-        order_id="ORD-1", line_id="1", try_number=2, requests=1, shipment_id="shp-1"
+        order_id="ORD-1", line_id="1", try_number=2, requests=1, **shipped("1", "shp-1")
     )
     assert (pending, failed, ledger.shipped_line(order_id="ORD-1", line_id="1")) == (
         None,
@@ -527,16 +570,14 @@ def test_other_content_under_another_run_is_refused_and_recorded(ledger: Ledger)
     assert [line.line_id for line in status.lines] == ["1", "2"]
 
 
-def test_create_schema_adds_the_owner_column_to_an_older_ledger(ledger: Ledger) -> None:
-    """An older database gains owner_run_id; the first run to come back owns its orders."""
-    order = make_order("1")
-    ledger.register_order(order, run_id="run-a")
-    with ledger.engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE order_runs"))
-        conn.execute(sa.text("ALTER TABLE orders DROP COLUMN owner_run_id"))
-    ledger.create_schema()
-    assert ledger.register_order(order, run_id="run-b").duplicate is False
-    assert ledger.register_order(order, run_id="run-c").duplicate is True
+def cancel_line(ledger: Ledger, line_id: str = "1") -> None:
+    """Cancel line ``line_id`` of ORD-1 and confirm the void of its key (nothing shipped)."""
+    line = ledger.amend_line(
+        order_id="ORD-1", line_id=line_id, action=Amendment.CANCEL, actor="ada", reason="gone"
+    )
+    assert line.state is LineState.CANCELLING
+    assert line.void_key is not None
+    ledger.record_void(order_id="ORD-1", line_id=line_id, key=line.void_key, shipment_id=None)
 
 
 def fail_line(ledger: Ledger, line_id: str = "1") -> None:
@@ -576,11 +617,11 @@ def test_a_cancelled_line_lets_the_order_finalize(ledger: Ledger) -> None:
     """Every line shipped or cancelled: the order is SHIPPED and counts its cancelled lines."""
     order = make_order("1", "2")
     ledger.register_order(order)
-    ledger.record_shipped(order_id="ORD-1", line_id="2", try_number=1, requests=1, shipment_id="s")
-    fail_line(ledger)
-    ledger.amend_line(
-        order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="gone"
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="2", try_number=1, requests=1, **shipped("2", "s")
     )
+    fail_line(ledger)
+    cancel_line(ledger)
     result = ledger.finalize_order("ORD-1")
     assert result.transitioned
     assert result.summary.to_json()["cancelled_lines"] == 1
@@ -609,14 +650,12 @@ def test_an_amendment_is_refused_unless_the_line_failed_without_a_shipment(
     ledger.register_order(make_order("1"))
     if setup == "shipped":
         ledger.record_shipped(
-            order_id="ORD-1", line_id="1", try_number=1, requests=1, shipment_id="s-1"
+            order_id="ORD-1", line_id="1", try_number=1, requests=1, **shipped("1", "s-1")
         )
     if setup in ("failed", "cancelled"):
         fail_line(ledger)
     if setup == "cancelled":
-        ledger.amend_line(
-            order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="a", reason="r"
-        )
+        cancel_line(ledger)
     before = snapshot(ledger)
     with pytest.raises(AmendmentRefused, match=message):
         ledger.amend_line(
@@ -629,35 +668,8 @@ def test_a_late_failure_never_reopens_a_cancelled_line(ledger: Ledger) -> None:
     """A failure recorded after a cancel keeps the line CANCELLED."""
     ledger.register_order(make_order("1"))
     fail_line(ledger)
-    ledger.amend_line(order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="a", reason="r")
+    cancel_line(ledger)
     line = ledger.record_failed(
         order_id="ORD-1", line_id="1", try_number=2, requests=1, error="late"
     )
-    assert line.state is LineState.CANCELLED
-
-
-@pytest.mark.postgres
-def test_create_schema_lets_an_older_postgres_ledger_hold_cancelled_lines(
-    postgres_url: str,
-) -> None:
-    """A ledger whose CHECK constraint predates CANCELLED accepts it after create_schema."""
-    engine = sa.create_engine(postgres_url)
-    create_schema(engine)
-    with engine.begin() as conn:
-        conn.execute(sa.text("ALTER TABLE order_lines DROP CONSTRAINT ck_order_lines_line_state"))
-        conn.execute(
-            sa.text(
-                "ALTER TABLE order_lines ADD CONSTRAINT ck_order_lines_line_state "
-                "CHECK (state IN ('PENDING', 'SHIPPED', 'FAILED'))"
-            )
-        )
-    create_schema(engine)
-    engine.dispose()
-    ledger = Ledger.from_url(postgres_url)
-    ledger.register_order(make_order("1"))
-    fail_line(ledger)
-    line = ledger.amend_line(
-        order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="a", reason="r"
-    )
-    ledger.dispose()
     assert line.state is LineState.CANCELLED
