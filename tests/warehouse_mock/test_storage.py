@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 
 from warehouse_mock.storage import (
     Claim,
@@ -167,12 +166,12 @@ def test_timestamps_come_back_as_aware_utc(storage: Storage) -> None:
     assert shipment.created_at.tzinfo is not None
 
 
-def test_schema_creation_is_idempotent(storage: Storage) -> None:
-    """Creating the schema again (a restart) keeps the data."""
+def test_migrating_again_is_idempotent(storage: Storage) -> None:
+    """Migrating again (a restart) keeps the data."""
     claim = claim_at(storage, NOW)
     assert isinstance(claim, Claim)
     complete(storage, claim, NOW)
-    storage.create_schema()
+    storage.migrate()
     assert storage.get_shipment("shp_1") is not None
 
 
@@ -203,12 +202,12 @@ def test_shipment_for_key_is_kept_after_its_response_is_purged(storage: Storage)
     assert storage.shipment_for_key("b" * 64, KEY) is None
 
 
-def test_schema_creation_moves_per_token_scopes_to_their_client(storage: Storage) -> None:
+def test_migration_moves_per_token_scopes_to_their_client(storage: Storage) -> None:
     """A database from before per-client scopes keeps its keys and shipments for the client."""
     claim = claim_at(storage, NOW)
     assert isinstance(claim, Claim)
     complete(storage, claim, NOW)
-    storage.create_schema({SCOPE: "default"})
+    storage.migrate({SCOPE: "default"})
     assert storage.shipment_for_key("default", KEY) is not None
     assert isinstance(
         storage.claim(
@@ -220,13 +219,3 @@ def test_schema_creation_moves_per_token_scopes_to_their_client(storage: Storage
         ),
         Replay,
     )
-
-
-def test_schema_creation_adds_the_unique_key_index_to_an_old_database(storage: Storage) -> None:
-    """create_schema gives a database made without the index its one-shipment-per-key rule."""
-    with storage.engine.begin() as conn:
-        conn.execute(sa.text("DROP INDEX uq_shipments_scope_idempotency_key"))
-    storage.create_schema()
-    assert "uq_shipments_scope_idempotency_key" in {
-        index["name"] for index in sa.inspect(storage.engine).get_indexes("shipments")
-    }
