@@ -70,6 +70,28 @@ def post_shipment(
     )
 
 
+def post_void(
+    warehouse: WarehouseHandle,
+    key: str,
+    reason: str = "operator cancel",
+    *,
+    token: str | None = None,
+    body: dict[str, Any] | bytes | None = None,
+    timeout: float = HTTP_TIMEOUT,
+) -> requests.Response:
+    """POST /v1/voids for ``key`` with a client token (``body`` replaces the usual one)."""
+    document = {"idempotency_key": key, "reason": reason} if body is None else body
+    return requests.post(
+        f"{warehouse.base_url}/v1/voids",
+        data=document if isinstance(document, bytes) else json.dumps(document),
+        headers={
+            "Authorization": f"Bearer {token or warehouse.api_token}",
+            "Content-Type": "application/json",
+        },
+        timeout=timeout,
+    )
+
+
 def assert_problem(response: requests.Response, status: int, problem_type: str) -> dict[str, Any]:
     """Check that ``response`` is the problem+json of ``status`` and ``problem_type``."""
     assert response.status_code == status, response.text
