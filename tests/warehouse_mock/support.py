@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from tests.warehouse_mock import legacy_storage_b80d08c as legacy
 from warehouse_mock.problems import PROBLEM_MEDIA_TYPE
+from warehouse_mock.service import request_fingerprint
 from warehouse_mock.testing import WarehouseHandle
 
 HTTP_TIMEOUT = 10.0
@@ -102,6 +105,42 @@ def assert_problem(response: requests.Response, status: int, problem_type: str) 
     assert problem["title"]
     assert problem["detail"]
     return problem
+
+
+def make_b80d08c_database(
+    database_url: str, scope: str, key: str = "ORD-1:1", body: dict[str, Any] | None = None
+) -> str:
+    """Make a database as b80d08c did, with one shipment of ``body`` under ``key`` in
+    ``scope``, its 201 stored; returns the shipment id."""
+    body = body or shipment_body("ORD-1")
+    old = legacy.Storage(database_url)
+    old.create_schema()
+    now = datetime.now(UTC)
+    claim = old.claim(
+        scope=scope,
+        idempotency_key=key,
+        fingerprint=request_fingerprint(body),
+        lease_seconds=30,
+        now=now,
+    )
+    assert isinstance(claim, legacy.Claim)
+    shipment_id = f"shp_{uuid.uuid4().hex}"
+    fields = {k: v for k, v in body.items() if k != "ship_to"}
+    old.complete(
+        claim=claim,
+        shipment=legacy.NewShipment(
+            shipment_id=shipment_id,
+            ship_to=body["ship_to"],
+            status="created",
+            created_at=now,
+            **fields,
+        ),
+        response_status=201,
+        response_body=json.dumps({"shipment_id": shipment_id, **body}),
+        now=now,
+    )
+    old.dispose()
+    return shipment_id
 
 
 def free_port() -> int:
