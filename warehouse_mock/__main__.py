@@ -2,7 +2,9 @@
 
 Settings come from the environment (see :mod:`warehouse_mock.settings`); one process,
 one uvicorn worker. A line ``warehouse_mock ready on http://H:P`` is logged once the
-socket accepts requests.
+socket accepts requests. Exit codes: 0 after serving, 2 for invalid settings, 3 when
+start-up fails (the database cannot be migrated, or rows of retired tokens need
+``WAREHOUSE_RETIRED_TOKENS``: the log says which).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ logger = logging.getLogger("warehouse_mock")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
 EXIT_CONFIG_ERROR = 2
+EXIT_STARTUP_FAILED = 3
 
 
 class _Server(uvicorn.Server):
@@ -39,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, check the settings and serve until interrupted.
 
     Returns:
-        The process exit code: 0, or 2 when the settings are invalid.
+        The process exit code: 0, 2 when the settings are invalid, 3 when start-up
+        failed.
     """
     parser = argparse.ArgumentParser(
         prog="python -m warehouse_mock", description="Run the mock warehouse HTTP service."
@@ -70,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    _Server(config).run()
-    return 0
+    server = _Server(config)
+    server.run()
+    return 0 if server.started else EXIT_STARTUP_FAILED
 
 
 if __name__ == "__main__":

@@ -32,11 +32,14 @@ from warehouse_mock import problems
 from warehouse_mock.faults import FaultInjector
 from warehouse_mock.problems import ProblemError, problem_doc_responses, problem_response
 from warehouse_mock.schemas import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
     FaultConfig,
     Health,
     Shipment,
     ShipmentCreate,
     ShipmentList,
+    Void,
+    VoidCreate,
 )
 from warehouse_mock.service import (
     Clock,
@@ -46,12 +49,11 @@ from warehouse_mock.service import (
     utc_now,
 )
 from warehouse_mock.settings import Settings
-from warehouse_mock.storage import Storage
+from warehouse_mock.storage import LegacyScopeError, ScopeMergeError, Storage
 
 logger = logging.getLogger(__name__)
 
-API_VERSION: Final = "1.0.0"
-MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
+API_VERSION: Final = "1.1.0"
 M = TypeVar("M", bound=BaseModel)
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>`")
@@ -252,6 +254,7 @@ def healthz(service: ServiceDep) -> Health:
         problems.INVALID_REQUEST,
         problems.IDEMPOTENCY_KEY_MISMATCH,
         problems.SKU_REFUSED,
+        problems.KEY_VOIDED,
         problems.THROTTLED,
         problems.INTERNAL_ERROR,
         problems.SERVICE_UNAVAILABLE,
@@ -265,7 +268,7 @@ async def create_shipment(
 
     Repeating the key with the same JSON body replays the stored answer with
     ``Idempotent-Replayed: true``; with another body it is a 422; while the first request
-    is still in flight it is a 409.
+    is still in flight it is a 409; once the key is voided it is a 410, whatever the body.
     """
     document, payload = await read_json_body(request, ShipmentCreate)
     answer = await service.create_shipment(
@@ -282,6 +285,28 @@ async def create_shipment(
         status_code=answer.status_code,
         media_type="application/json",
         headers=headers,
+    )
+
+
+@router.post(
+    "/v1/voids",
+    tags=["shipments"],
+    response_model=Void,
+    responses=problem_doc_responses(
+        *_AUTH_PROBLEMS, problems.INVALID_REQUEST, problems.SERVICE_UNAVAILABLE
+    ),
+    openapi_extra=_json_body_doc(VoidCreate),
+)
+async def void_key(request: Request, scope: ClientScope, service: ServiceDep) -> Void:
+    """Void an ``Idempotency-Key`` for good, and cancel the shipment made under it.
+
+    Afterwards ``POST /v1/shipments`` with the key answers 410 ``/problems/key-voided``
+    and creates nothing, also for a request that was in flight when the key was voided.
+    Voiding again answers the first void's time and reason.
+    """
+    _, payload = await read_json_body(request, VoidCreate)
+    return await service.void_key(
+        scope=scope, idempotency_key=payload.idempotency_key, reason=payload.reason
     )
 
 
@@ -394,8 +419,9 @@ def _install_problem_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     """Build the warehouse app for ``settings``.
 
-    The database engine is created here but connects only at startup, where the tables
-    are created if missing and expired stored responses are purged.
+    The database engine is created here but connects only at startup, where the schema
+    is migrated to the latest revision, rows of per-token scopes move to their client
+    (or start-up fails naming them) and expired stored responses are purged.
 
     Args:
         settings: Validated settings.
@@ -411,13 +437,21 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Keys were scoped per token before they were per client: move those rows over.
+        # Keys were scoped per token before they were per client: move those rows over,
+        # for the tokens accepted now and the retired ones.
         legacy_scopes = {
             legacy_token_scope(token.get_secret_value()): client
-            for client, tokens in settings.clients.items()
+            for client, tokens in (*settings.clients.items(), *settings.retired_tokens.items())
             for token in tokens
         }
-        await run_in_threadpool(storage.create_schema, legacy_scopes)
+        try:
+            await run_in_threadpool(
+                storage.migrate, legacy_scopes, client_ids=tuple(settings.clients)
+            )
+        except (LegacyScopeError, ScopeMergeError) as exc:
+            logger.error("the warehouse cannot start: %s", exc)
+            storage.dispose()
+            raise
         await run_in_threadpool(service.purge_expired)
         logger.info(
             "warehouse database ready: %s (stored responses kept %g h)",

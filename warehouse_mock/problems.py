@@ -10,6 +10,7 @@ Clients branch on ``type``, never on ``title`` or ``detail``:
 | ``/problems/invalid-request`` | 422 | the body or query is invalid (``errors`` lists why) | no |
 | ``/problems/idempotency-key-mismatch`` | 422 | the key was used with another body | no |
 | ``/problems/sku-refused`` | 422 | the warehouse refuses this SKU | no |
+| ``/problems/key-voided`` | 410 | the key was voided: nothing is or will be created under it | no |
 | ``/problems/request-in-flight`` | 409 | the first request with this key is still running | yes |
 | ``/problems/throttled`` | 429 | too many requests; honour ``Retry-After`` | yes |
 | ``/problems/internal-error`` | 500 | the warehouse failed | yes |
@@ -51,6 +52,7 @@ IDEMPOTENCY_KEY_MISMATCH: Final = ProblemKind(
     "/problems/idempotency-key-mismatch", "Idempotency-Key reused with another body", 422
 )
 SKU_REFUSED: Final = ProblemKind("/problems/sku-refused", "SKU refused", 422)
+KEY_VOIDED: Final = ProblemKind("/problems/key-voided", "Idempotency key voided", 410)
 REQUEST_IN_FLIGHT: Final = ProblemKind(
     "/problems/request-in-flight", "A request with this Idempotency-Key is in flight", 409
 )

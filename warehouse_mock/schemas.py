@@ -20,8 +20,12 @@ LINE_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
 _TEXT: Final = r"[^\x00-\x1f\x7f]"
 MAX_QUANTITY: Final = 10_000
 MAX_DELAY_MS: Final = 600_000  # ten minutes: longer waits are a typo, not a demo
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
+# The rule of the Idempotency-Key header, for a key sent in a body.
+IDEMPOTENCY_KEY_PATTERN: Final = rf"^[ -~]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$"
+MAX_VOID_REASON_LENGTH: Final = 500
 
-ShipmentStatus = Literal["created"]
+ShipmentStatus = Literal["created", "cancelled"]
 
 
 def _text(min_length: int, max_length: int) -> Any:
@@ -87,14 +91,40 @@ class Shipment(BaseModel):
     sku: str
     quantity: int
     ship_to: dict[str, Any]
-    status: ShipmentStatus
+    status: ShipmentStatus = Field(description="`cancelled` once its key was voided")
     created_at: datetime
+    cancelled_at: datetime | None = None
 
 
 class ShipmentList(BaseModel):
     """The answer of ``GET /v1/shipments?order_id=...``."""
 
     shipments: list[Shipment]
+
+
+class VoidCreate(BaseModel):
+    """The body of ``POST /v1/voids``: the key to void for good, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    idempotency_key: Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)] = Field(
+        description="the Idempotency-Key to void, as sent with POST /v1/shipments"
+    )
+    reason: Annotated[str, _text(1, MAX_VOID_REASON_LENGTH)]
+
+
+class Void(BaseModel):
+    """The answer of ``POST /v1/voids``: the key's tombstone and its cancelled shipment.
+
+    Voiding again answers the same tombstone: the first ``voided_at`` and ``reason``.
+    """
+
+    idempotency_key: str
+    voided_at: datetime
+    reason: str
+    shipment: Shipment | None = Field(
+        description="the shipment made under the key, now cancelled; null if none was made"
+    )
 
 
 class Health(BaseModel):

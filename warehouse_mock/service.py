@@ -13,6 +13,10 @@ A ``POST /v1/shipments`` that passed authentication and validation goes through:
 4. the shipment and its response commit together; an injected ``commit_then_error``
    then answers 500, and the retry gets the stored 201.
 
+A voided key (``POST /v1/voids``, :meth:`ShipmentService.void_key`) answers 410 at step 2
+whatever the body; a request that held the key's claim when it was voided commits nothing
+at step 4 and answers 410 too.
+
 Blocking database calls run in the thread pool and waits are ``asyncio.sleep``, so a
 hanging request never holds up the others.
 """
@@ -36,18 +40,22 @@ from starlette.concurrency import run_in_threadpool
 from warehouse_mock import problems
 from warehouse_mock.faults import FaultInjector, FaultPlan
 from warehouse_mock.problems import ProblemError
-from warehouse_mock.schemas import Shipment, ShipmentCreate
+from warehouse_mock.schemas import Shipment, ShipmentCreate, Void
 from warehouse_mock.settings import Settings
 from warehouse_mock.storage import (
+    SHIPMENT_CANCELLED,
+    SHIPMENT_CREATED,
     Claim,
     ClaimLost,
     InFlight,
+    KeyVoided,
     Mismatch,
     NewShipment,
     Replay,
     ShipmentExists,
     ShipmentRecord,
     Storage,
+    Voided,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,8 +73,8 @@ def utc_now() -> datetime:
 def legacy_token_scope(token: str) -> str:
     """The scope a token had when keys were scoped per token (its SHA-256).
 
-    Keys are scoped per client now; :meth:`Storage.create_schema` moves rows of these
-    scopes to their client's.
+    Keys are scoped per client now; :meth:`Storage.migrate` moves rows of these scopes
+    to their client's.
     """
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -167,6 +175,8 @@ class ShipmentService:
                 "the warehouse database is unavailable; retry later",
                 headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_SECONDS)},
             ) from None
+        if isinstance(result, Voided):
+            raise _key_voided(idempotency_key)
         if isinstance(result, Replay):
             logger.info("replaying key %r: shipment %s", idempotency_key, result.shipment_id)
             return ShipmentAnswer(result.status_code, result.body, result.shipment_id, True)
@@ -223,11 +233,11 @@ class ShipmentService:
                 sku=request.sku,
                 quantity=request.quantity,
                 ship_to=_address(request),
-                status="created",
+                status=SHIPMENT_CREATED,
                 created_at=created_at,
             )
             body = shipment.model_dump_json()
-            fields = shipment.model_dump(exclude={"idempotency_key"})
+            fields = shipment.model_dump(exclude={"idempotency_key", "cancelled_at"})
             try:
                 await run_in_threadpool(
                     self.storage.complete,
@@ -237,6 +247,12 @@ class ShipmentService:
                     response_body=body,
                     now=created_at,
                 )
+            except KeyVoided:
+                release_claim = False
+                logger.warning(
+                    "key %r voided while in flight: nothing created", claim.idempotency_key
+                )
+                raise _key_voided(claim.idempotency_key) from None
             except ClaimLost:
                 release_claim = False
                 raise ProblemError(
@@ -280,6 +296,34 @@ class ShipmentService:
         except Exception:
             # The lease expires on its own; the key is free again after it.
             logger.exception("could not release the claim of key %r", claim.idempotency_key)
+
+    async def void_key(self, *, scope: str, idempotency_key: str, reason: str) -> Void:
+        """Void ``idempotency_key`` for good and cancel its shipment, if any; idempotent.
+
+        Raises:
+            ProblemError: 503 when the database is unavailable.
+        """
+        try:
+            outcome = await run_in_threadpool(
+                self.storage.void,
+                scope=scope,
+                idempotency_key=idempotency_key,
+                reason=reason,
+                now=self._clock(),
+            )
+        except SQLAlchemyError:
+            logger.exception("voiding key %r failed", idempotency_key)
+            raise ProblemError(
+                problems.SERVICE_UNAVAILABLE,
+                "the warehouse database is unavailable; retry later",
+                headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_SECONDS)},
+            ) from None
+        return Void(
+            idempotency_key=outcome.idempotency_key,
+            voided_at=outcome.voided_at,
+            reason=outcome.reason,
+            shipment=None if outcome.shipment is None else _public(outcome.shipment),
+        )
 
     def get_shipment(self, shipment_id: str, *, scope: str | None) -> Shipment | None:
         """The shipment ``shipment_id`` if it is in ``scope`` (None: any client's), or None."""
@@ -334,6 +378,13 @@ def _raise_immediate_fault(plan: FaultPlan, idempotency_key: str) -> None:
         )
 
 
+def _key_voided(idempotency_key: str) -> ProblemError:
+    return ProblemError(
+        problems.KEY_VOIDED,
+        f"Idempotency-Key {idempotency_key!r} was voided: nothing is or will be created under it",
+    )
+
+
 def _public(record: ShipmentRecord) -> Shipment:
     return Shipment.model_validate(record)
 
@@ -346,6 +397,8 @@ def _answer_from_shipment(
     record: ShipmentRecord, request: ShipmentCreate, idempotency_key: str
 ) -> ShipmentAnswer:
     """Replay a shipment made under the key, if it is what ``request`` asks for."""
+    if record.status == SHIPMENT_CANCELLED:
+        raise _key_voided(idempotency_key)  # voided since this request claimed the key
     asked = (request.order_id, request.line_id, request.sku, request.quantity, _address(request))
     held = (record.order_id, record.line_id, record.sku, record.quantity, record.ship_to)
     if asked != held:

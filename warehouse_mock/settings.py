@@ -3,14 +3,18 @@
 | variable | meaning | default |
 |---|---|---|
 | ``WAREHOUSE_DATABASE_URL`` | SQLAlchemy URL of the service's own database | ``sqlite:///warehouse.db`` (current directory) |
-| ``WAREHOUSE_API_TOKEN`` | bearer token(s) of the client ``default``, comma-separated (list the new and the old one while rotating) | required |
+| ``WAREHOUSE_API_TOKENS`` | the bearer tokens the warehouse accepts for the client ``default``, comma-separated; while rotating, ``NEW,OLD`` | ``WAREHOUSE_API_TOKEN`` |
+| ``WAREHOUSE_API_TOKEN`` | used only when ``WAREHOUSE_API_TOKENS`` is unset: the token of the client ``default`` (a comma list is still accepted, for compatibility). The pipeline sends this one variable, so it holds a single token | required if ``WAREHOUSE_API_TOKENS`` is unset |
 | ``WAREHOUSE_CLIENTS`` | further clients, JSON ``{"<client id>": ["<token>", ...]}``; each client has its own idempotency keys and sees only its own shipments | none |
+| ``WAREHOUSE_RETIRED_TOKENS`` | tokens no longer accepted whose rows of the per-token era must move to their client at start, JSON ``{"<client id>": ["<old token>", ...]}`` (``default`` included) | none |
 | ``WAREHOUSE_ADMIN_TOKEN`` | bearer token of ``/_admin`` | required |
 | ``WAREHOUSE_FAULTS`` | faults at start, the JSON of ``PUT /_admin/faults`` | no faults |
 | ``WAREHOUSE_RETENTION_HOURS`` | how long stored responses are replayed (>= 24) | 48 |
 | ``WAREHOUSE_INFLIGHT_LEASE_SECONDS`` | how long an in-flight claim blocks its key | 30 |
 
-An empty variable counts as unset. ``Settings()`` reads the environment (pydantic-settings);
+An empty variable counts as unset. Rotation of the client ``default``: set
+``WAREHOUSE_API_TOKENS=NEW,OLD`` at the warehouse, switch the senders'
+``WAREHOUSE_API_TOKEN`` to ``NEW``, then set ``WAREHOUSE_API_TOKENS=NEW``. ``Settings()`` reads the environment (pydantic-settings);
 keyword arguments, as in tests, take precedence over it. Every error raised is a
 :class:`SettingsError` whose message starts with the name of the variable at fault.
 """
@@ -18,11 +22,13 @@ keyword arguments, as in tests, take precedence over it. Every error raised is a
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Annotated, Any, Final, Self
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BeforeValidator,
     Field,
     SecretStr,
@@ -37,7 +43,9 @@ from warehouse_mock.schemas import FaultConfig
 
 ENV_PREFIX: Final = "WAREHOUSE_"
 API_TOKEN_VAR: Final = "WAREHOUSE_API_TOKEN"
+API_TOKENS_VAR: Final = "WAREHOUSE_API_TOKENS"
 CLIENTS_VAR: Final = "WAREHOUSE_CLIENTS"
+RETIRED_TOKENS_VAR: Final = "WAREHOUSE_RETIRED_TOKENS"
 ADMIN_TOKEN_VAR: Final = "WAREHOUSE_ADMIN_TOKEN"
 
 MIN_TOKEN_LENGTH: Final = 8
@@ -119,8 +127,20 @@ def _check_database_url(url: str) -> str:
     return url
 
 
+def _check_retired_token(token: SecretStr) -> SecretStr:
+    # Only a lookup key for old rows, never accepted: no strength rules, but no commas.
+    value = token.get_secret_value()
+    if not value or "," in value:
+        raise ValueError("a retired token is empty or holds a comma")
+    return token
+
+
 Token = Annotated[SecretStr, AfterValidator(_check_token)]
 Tokens = Annotated[tuple[Token, ...], AfterValidator(_distinct_tokens)]
+RetiredTokens = Annotated[
+    tuple[Annotated[SecretStr, AfterValidator(_check_retired_token)], ...],
+    AfterValidator(_distinct_tokens),
+]
 ClientId = Annotated[str, AfterValidator(_check_client_id)]
 
 
@@ -132,13 +152,16 @@ class Settings(BaseSettings):
     environment variable that holds the field at fault.
 
     Attributes:
-        api_tokens: The tokens of the client ``default``. A client's tokens are
-            interchangeable: its idempotency keys and shipments belong to the client, so
-            a token rotates (new and old listed together, then the old one dropped)
+        api_tokens: The tokens accepted for the client ``default``
+            (``WAREHOUSE_API_TOKENS``, else ``WAREHOUSE_API_TOKEN``). A client's tokens
+            are interchangeable: its idempotency keys and shipments belong to the client,
+            so a token rotates (new and old listed together, then the old one dropped)
             without resetting any key.
         admin_token: The token of the ``/_admin`` endpoints.
         other_clients: Further clients by id, each with its tokens; each client has its
             own idempotency keys and sees only its own shipments.
+        retired_tokens: Tokens no longer accepted, by client id: rows stored under their
+            per-token scopes (before keys were per client) move to the client at start.
         database_url: SQLAlchemy URL of the service's database (SQLite or PostgreSQL).
         faults: Faults injected from the start.
         retention_hours: How long a stored response is replayed; purged lazily afterwards.
@@ -157,13 +180,21 @@ class Settings(BaseSettings):
     )
 
     api_tokens: Annotated[
-        Tokens, BeforeValidator(_split_commas), Field(validation_alias=API_TOKEN_VAR)
+        Tokens,
+        BeforeValidator(_split_commas),
+        # The first variable set wins: the accepted tokens, else the legacy single variable.
+        Field(validation_alias=AliasChoices(API_TOKENS_VAR, API_TOKEN_VAR)),
     ]
     admin_token: Token
     other_clients: Annotated[
         dict[ClientId, Tokens],
         BeforeValidator(_from_json),
         Field(default_factory=dict, validation_alias=CLIENTS_VAR),
+    ]
+    retired_tokens: Annotated[
+        dict[str, RetiredTokens],
+        BeforeValidator(_from_json),
+        Field(default_factory=dict, validation_alias=RETIRED_TOKENS_VAR),
     ]
     database_url: Annotated[str, AfterValidator(_check_database_url)] = "sqlite:///warehouse.db"
     faults: Annotated[FaultConfig, BeforeValidator(_from_json), Field(default_factory=FaultConfig)]
@@ -192,6 +223,17 @@ class Settings(BaseSettings):
                     raise SettingsError(CLIENTS_VAR, f"client {client!r} shares a token")
         if self.admin_token in owner:
             raise SettingsError(ADMIN_TOKEN_VAR, "must differ from every client token")
+        for client, tokens in self.retired_tokens.items():
+            if client not in self.clients:
+                raise SettingsError(
+                    RETIRED_TOKENS_VAR,
+                    f"client {client!r} is not configured (WAREHOUSE_CLIENTS or 'default')",
+                )
+            for token in tokens:
+                if owner.get(token, client) != client:
+                    raise SettingsError(
+                        RETIRED_TOKENS_VAR, f"a retired token of {client!r} is another client's"
+                    )
         return self
 
     @property
@@ -202,10 +244,21 @@ class Settings(BaseSettings):
 
 def _variable(key: str) -> str:
     """The environment variable of a field, given its name or alias."""
-    field = Settings.model_fields.get(key)
+    field = Settings.model_fields.get(key) or next(
+        (
+            f
+            for f in Settings.model_fields.values()
+            if isinstance(f.validation_alias, AliasChoices) and key in f.validation_alias.choices
+        ),
+        None,
+    )
     if field is None:
         return key  # an alias, which is the variable's name
     alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        # The variable that was read: the first one set, else the one to set.
+        names = [str(choice) for choice in alias.choices]
+        return next((name for name in names if os.environ.get(name, "").strip()), names[-1])
     return alias if isinstance(alias, str) else f"{ENV_PREFIX}{key.upper()}"
 
 

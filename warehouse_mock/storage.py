@@ -17,20 +17,27 @@ Exactly-once lives here, in the database, so it holds across server processes:
 - ``shipments`` holds at most one shipment per ``(scope, idempotency_key)``: a unique
   index, kept for good. Retention purges stored responses, never shipments, so a key
   whose response was purged is still answered from its shipment (:meth:`Storage.shipment_for_key`).
+- :meth:`Storage.void` turns a key into a ``voided`` tombstone, for good (retention never
+  purges it), and cancels its shipment in the same transaction. It clears the claim token,
+  so an in-flight request's completion matches nothing and rolls its shipment back; a
+  voided key is never claimed or taken over again.
 - The scope is the client's id, not its token: a client's tokens can rotate without
-  resetting its keys (:meth:`Storage.create_schema` moves rows of the older, per-token
-  scopes to the client).
+  resetting its keys. :meth:`Storage.migrate` moves rows of the older, per-token scopes
+  (the SHA-256 of a token) to their client, and refuses to go on while rows remain under
+  a per-token scope that no token it was given maps to.
 
 Every transaction starts with its write, and reads run outside transactions: SQLite then
 takes its write lock up front (waiting on ``busy_timeout``) instead of failing to upgrade
-a read lock. Works on SQLite files and on PostgreSQL (psycopg2).
+a read lock. Works on SQLite files and on PostgreSQL (psycopg2). The schema comes from the
+Alembic revisions of :mod:`warehouse_mock.migrations`; the models here must match them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
@@ -58,9 +65,14 @@ logger = logging.getLogger(__name__)
 
 IN_FLIGHT: Final = "in_flight"
 COMPLETED: Final = "completed"
+VOIDED: Final = "voided"
+SHIPMENT_CREATED: Final = "created"
+SHIPMENT_CANCELLED: Final = "cancelled"
 SQLITE_BUSY_TIMEOUT_SECONDS: Final = 30
-_SCHEMA_LOCK_ID: Final = 0x5748_4D4F  # "WHMO": serialises schema creation on PostgreSQL
+_SCHEMA_LOCK_ID: Final = 0x5748_4D4F  # "WHMO": serialises migrations on PostgreSQL
 _CLAIM_ATTEMPTS: Final = 5
+# A scope of the per-token era: the SHA-256 of a token, in hex.
+_LEGACY_SCOPE: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -103,7 +115,7 @@ class ShipmentRecord(Base):
     """A shipment, kept for good (retention applies to stored responses only)."""
 
     __tablename__ = "shipments"
-    # An index rather than a table constraint, so create_schema can add it to a database
+    # An index rather than a table constraint: the baseline migration adds it to databases
     # made before it existed.
     __table_args__ = (
         Index("uq_shipments_scope_idempotency_key", "scope", "idempotency_key", unique=True),
@@ -119,6 +131,7 @@ class ShipmentRecord(Base):
     ship_to: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
+    cancelled_at: Mapped[datetime | None]
 
 
 class IdempotencyRecord(Base):
@@ -141,6 +154,8 @@ class IdempotencyRecord(Base):
     shipment_id: Mapped[str | None] = mapped_column(
         ForeignKey("shipments.shipment_id"), unique=True
     )
+    voided_at: Mapped[datetime | None]
+    void_reason: Mapped[str | None] = mapped_column(String(500))
 
 
 @dataclass(frozen=True)
@@ -182,11 +197,41 @@ class InFlight:
     lease_expires_at: datetime | None
 
 
-ClaimResult = Claim | Replay | Mismatch | InFlight
+@dataclass(frozen=True)
+class Voided:
+    """The key was voided: nothing is ever created under it again."""
+
+    voided_at: datetime | None
+
+
+ClaimResult = Claim | Replay | Mismatch | InFlight | Voided
+
+
+@dataclass(frozen=True)
+class VoidOutcome:
+    """A voided key and what became of its shipment.
+
+    Attributes:
+        idempotency_key: The key.
+        voided_at: When it was first voided.
+        reason: Why, as given by the first void.
+        shipment: The shipment made under the key (now cancelled), or None.
+        first: This call voided the key (False: it was voided already).
+    """
+
+    idempotency_key: str
+    voided_at: datetime
+    reason: str
+    shipment: ShipmentRecord | None
+    first: bool
 
 
 class ClaimLost(Exception):
     """The claim was taken over (its lease expired) before the work committed."""
+
+
+class KeyVoided(Exception):
+    """The key was voided while the request held its claim; nothing was written."""
 
 
 class ShipmentExists(Exception):
@@ -195,6 +240,10 @@ class ShipmentExists(Exception):
 
 class ScopeMergeError(RuntimeError):
     """Rows of a client's older per-token scopes cannot be merged into the client's scope."""
+
+
+class LegacyScopeError(RuntimeError):
+    """Rows remain under a per-token scope that no configured or retired token maps to."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,37 +306,48 @@ class Storage:
         self.engine = create_db_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def create_schema(self, token_scopes: Mapping[str, str] | None = None) -> None:
-        """Create what does not exist yet (safe with several processes), and migrate.
+    def migrate(
+        self,
+        token_scopes: Mapping[str, str] | None = None,
+        *,
+        client_ids: Collection[str] | None = None,
+    ) -> None:
+        """Upgrade the schema to the latest revision and move per-token rows to their client.
+
+        Runs in one transaction, under an advisory lock on PostgreSQL: several processes
+        may start together, the first upgrades and the others then find nothing to do.
 
         Args:
-            token_scopes: Older scopes (the SHA-256 of a client token) mapped to the
-                client's id: their shipments and keys move to the client's scope, so a
-                database made before scopes were per client keeps its idempotency.
+            token_scopes: Per-token scopes (the SHA-256 of a client's current or retired
+                token) mapped to the client's id: their shipments and keys move to the
+                client's scope, so a database made before scopes were per client keeps
+                its idempotency.
+            client_ids: The configured clients. When given, rows left under a per-token
+                scope that ``token_scopes`` does not map are an error rather than
+                invisible to every client.
 
         Raises:
             ScopeMergeError: A client used one key under two of its tokens before, so its
                 scopes cannot merge; the message names the key.
+            LegacyScopeError: Rows remain under a per-token scope no token maps to.
         """
+        # Imported here: the migrations' env.py imports this module's models.
+        from warehouse_mock.migrations import upgrade_to_head
+
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                # Two processes starting together would race on CREATE TABLE.
+                # Two processes starting together would race on the DDL.
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
-            Base.metadata.create_all(conn)
+            upgrade_to_head(conn)
             for old, new in (token_scopes or {}).items():
                 self._merge_scope(conn, old, new)
-            # create_all skips the indexes of a table that exists already.
-            for index in _table(ShipmentRecord).indexes:
-                try:
-                    with conn.begin_nested():
-                        index.create(conn, checkfirst=True)
-                except IntegrityError as exc:
-                    raise ScopeMergeError(
-                        f"cannot make shipments unique per key: {exc.orig}"
-                    ) from None
+            if client_ids is not None:
+                self._refuse_orphaned_scopes(conn, set(client_ids))
 
     @staticmethod
     def _merge_scope(conn: sa.Connection, old: str, new: str) -> None:
+        if old == new:
+            return
         for table in (_table(ShipmentRecord), _table(IdempotencyRecord)):
             try:
                 with conn.begin_nested():
@@ -301,6 +361,35 @@ class Storage:
                 ) from None
             if moved:
                 logger.warning("moved %d %s rows to the scope of client %r", moved, table.name, new)
+
+    @staticmethod
+    def _refuse_orphaned_scopes(conn: sa.Connection, client_ids: set[str]) -> None:
+        """Raise while rows remain under a per-token scope; warn about removed clients."""
+        counts: dict[str, int] = {}
+        for table in (_table(ShipmentRecord), _table(IdempotencyRecord)):
+            query = select(table.c.scope, sa.func.count()).group_by(table.c.scope)
+            for scope, count in conn.execute(query):
+                if scope not in client_ids:
+                    counts[scope] = counts.get(scope, 0) + int(count)
+        legacy = {s: n for s, n in counts.items() if _LEGACY_SCOPE.fullmatch(s)}
+        for scope, count in counts.items():
+            if scope not in legacy:
+                logger.warning(
+                    "%d rows belong to client %r, which is no longer configured: they stay, "
+                    "invisible to every client until it is configured again",
+                    count,
+                    scope,
+                )
+        if legacy:
+            listed = ", ".join(f"{s[:12]}... ({n} rows)" for s, n in sorted(legacy.items()))
+            raise LegacyScopeError(
+                f"{sum(legacy.values())} rows are stored under per-token scopes of tokens that "
+                f"are neither configured nor retired: {listed}. They were made before keys "
+                "were scoped per client, with tokens rotated out since; left alone, their "
+                "keys would ship again. Fix: set WAREHOUSE_RETIRED_TOKENS to the old tokens, "
+                'for example {"default": ["<old token>"]}, and start again: their rows move '
+                "to that client."
+            )
 
     def dispose(self) -> None:
         """Close the connection pool."""
@@ -330,8 +419,8 @@ class Storage:
             now: The current time (aware).
 
         Returns:
-            :class:`Claim` when this request may proceed, else :class:`Replay`,
-            :class:`Mismatch` or :class:`InFlight`.
+            :class:`Claim` when this request may proceed, else :class:`Voided`,
+            :class:`Replay`, :class:`Mismatch` or :class:`InFlight`.
         """
         lease_expires_at = now + timedelta(seconds=lease_seconds)
         for _ in range(_CLAIM_ATTEMPTS):
@@ -362,6 +451,8 @@ class Storage:
                 ).one_or_none()
             if record is None:
                 continue  # released or purged since our INSERT: claim again
+            if record.state == VOIDED:
+                return Voided(record.voided_at)
             if record.state == COMPLETED:
                 if record.fingerprint != fingerprint:
                     return Mismatch()
@@ -422,6 +513,7 @@ class Storage:
         """Insert the shipment and store its response, in one transaction.
 
         Raises:
+            KeyVoided: The key was voided meanwhile; nothing was written.
             ClaimLost: The claim is no longer ours; nothing was written.
             ShipmentExists: A shipment exists under the key already; nothing was written.
         """
@@ -433,10 +525,31 @@ class Storage:
                 response_body=response_body,
                 now=now,
             )
+        except ClaimLost:
+            if self._is_voided(claim.scope, claim.idempotency_key):
+                raise KeyVoided(claim.idempotency_key) from None
+            raise
         except IntegrityError as exc:
+            if self._is_voided(claim.scope, claim.idempotency_key):
+                raise KeyVoided(claim.idempotency_key) from None
             if self.shipment_for_key(claim.scope, claim.idempotency_key) is None:
                 raise
             raise ShipmentExists(claim.idempotency_key) from exc
+
+    def _is_voided(self, scope: str, idempotency_key: str) -> bool:
+        record = self.key_record(scope, idempotency_key)
+        return record is not None and record.state == VOIDED
+
+    def key_record(self, scope: str, idempotency_key: str) -> IdempotencyRecord | None:
+        """The row of ``idempotency_key`` in ``scope`` (claim, stored response or
+        tombstone), or None."""
+        with self._sessions() as session:
+            return session.scalars(
+                select(IdempotencyRecord).where(
+                    IdempotencyRecord.scope == scope,
+                    IdempotencyRecord.idempotency_key == idempotency_key,
+                )
+            ).one_or_none()
 
     def _complete(
         self,
@@ -483,7 +596,93 @@ class Storage:
                 .execution_options(synchronize_session=False)
             )
             if _rowcount(result) != 1:
-                raise ClaimLost(claim.idempotency_key)  # rolls the shipment back too
+                # Taken over or voided: rolls the shipment back too.
+                raise ClaimLost(claim.idempotency_key)
+
+    def void(self, *, scope: str, idempotency_key: str, reason: str, now: datetime) -> VoidOutcome:
+        """Void ``idempotency_key`` for good and cancel its shipment, if any.
+
+        One transaction sets the key's row to ``voided`` (clearing any claim token, so an
+        in-flight request's completion matches nothing and rolls back) or, when the key
+        has no row, inserts the tombstone; and it cancels the shipment under the key. A
+        claim INSERT racing the tombstone's INSERT meets the unique constraint: if the
+        claim wins, the next round voids its row. Voiding a voided key changes nothing.
+
+        Args:
+            scope: The client scope.
+            idempotency_key: The key to void.
+            reason: Why, kept with the tombstone.
+            now: The current time (aware).
+
+        Returns:
+            The tombstone (the first void's time and reason) and the shipment, if any.
+        """
+        for _ in range(_CLAIM_ATTEMPTS):
+            try:
+                with self._sessions.begin() as session:
+                    result = session.execute(
+                        update(IdempotencyRecord)
+                        .where(
+                            IdempotencyRecord.scope == scope,
+                            IdempotencyRecord.idempotency_key == idempotency_key,
+                            IdempotencyRecord.state != VOIDED,
+                        )
+                        .values(
+                            state=VOIDED,
+                            claim_token=None,
+                            lease_expires_at=None,
+                            voided_at=now,
+                            void_reason=reason,
+                        )
+                        .execution_options(synchronize_session=False)
+                    )
+                    if _rowcount(result) == 0:
+                        # No row, or voided already: the INSERT tells which.
+                        session.add(
+                            IdempotencyRecord(
+                                scope=scope,
+                                idempotency_key=idempotency_key,
+                                fingerprint="",
+                                state=VOIDED,
+                                created_at=now,
+                                voided_at=now,
+                                void_reason=reason,
+                            )
+                        )
+                        session.flush()
+                    # A shipment may exist with no key row left (its response was purged).
+                    session.execute(
+                        update(ShipmentRecord)
+                        .where(
+                            ShipmentRecord.scope == scope,
+                            ShipmentRecord.idempotency_key == idempotency_key,
+                            ShipmentRecord.status != SHIPMENT_CANCELLED,
+                        )
+                        .values(status=SHIPMENT_CANCELLED, cancelled_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
+                first = True
+            except IntegrityError:
+                first = False  # voided already, or a claim committed in between
+            record = self.key_record(scope, idempotency_key)
+            if record is None or record.state != VOIDED:
+                continue  # a claim won the INSERT: void its row in the next round
+            if record.voided_at is None or record.void_reason is None:
+                raise RuntimeError(f"voided idempotency key {record.id} has no time or reason")
+            logger.warning(
+                "key %r voided%s: %s",
+                idempotency_key,
+                "" if first else " (already)",
+                record.void_reason,
+            )
+            return VoidOutcome(
+                idempotency_key=idempotency_key,
+                voided_at=record.voided_at,
+                reason=record.void_reason,
+                shipment=self.shipment_for_key(scope, idempotency_key),
+                first=first,
+            )
+        raise RuntimeError(f"could not void key {idempotency_key!r}: it kept changing")
 
     def release(self, *, claim: Claim) -> bool:
         """Drop an unfinished claim so the key is free again; False if it was not ours."""
@@ -545,7 +744,7 @@ class Storage:
 
     def purge_expired(self, *, older_than: datetime) -> int:
         """Delete stored responses completed before ``older_than``, and claims abandoned
-        before it; shipments stay. Returns how many keys were freed."""
+        before it; shipments and voided keys stay. Returns how many keys were freed."""
         with self._sessions.begin() as session:
             result = session.execute(
                 sa.delete(IdempotencyRecord)

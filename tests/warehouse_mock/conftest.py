@@ -13,13 +13,13 @@ from warehouse_mock.testing import WarehouseHandle
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    """A fresh warehouse database with its schema, on a SQLite file and on PostgreSQL."""
+    """A fresh warehouse database migrated to the latest revision, on SQLite and PostgreSQL."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
     store = Storage(url)
-    store.create_schema()
+    store.migrate()
     yield store
     store.dispose()
 

@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from tests.warehouse_mock import legacy_storage_b80d08c as legacy
 from warehouse_mock.problems import PROBLEM_MEDIA_TYPE
+from warehouse_mock.service import request_fingerprint
 from warehouse_mock.testing import WarehouseHandle
 
 HTTP_TIMEOUT = 10.0
@@ -70,6 +73,28 @@ def post_shipment(
     )
 
 
+def post_void(
+    warehouse: WarehouseHandle,
+    key: str,
+    reason: str = "operator cancel",
+    *,
+    token: str | None = None,
+    body: dict[str, Any] | bytes | None = None,
+    timeout: float = HTTP_TIMEOUT,
+) -> requests.Response:
+    """POST /v1/voids for ``key`` with a client token (``body`` replaces the usual one)."""
+    document = {"idempotency_key": key, "reason": reason} if body is None else body
+    return requests.post(
+        f"{warehouse.base_url}/v1/voids",
+        data=document if isinstance(document, bytes) else json.dumps(document),
+        headers={
+            "Authorization": f"Bearer {token or warehouse.api_token}",
+            "Content-Type": "application/json",
+        },
+        timeout=timeout,
+    )
+
+
 def assert_problem(response: requests.Response, status: int, problem_type: str) -> dict[str, Any]:
     """Check that ``response`` is the problem+json of ``status`` and ``problem_type``."""
     assert response.status_code == status, response.text
@@ -80,6 +105,42 @@ def assert_problem(response: requests.Response, status: int, problem_type: str) 
     assert problem["title"]
     assert problem["detail"]
     return problem
+
+
+def make_b80d08c_database(
+    database_url: str, scope: str, key: str = "ORD-1:1", body: dict[str, Any] | None = None
+) -> str:
+    """Make a database as b80d08c did, with one shipment of ``body`` under ``key`` in
+    ``scope``, its 201 stored; returns the shipment id."""
+    body = body or shipment_body("ORD-1")
+    old = legacy.Storage(database_url)
+    old.create_schema()
+    now = datetime.now(UTC)
+    claim = old.claim(
+        scope=scope,
+        idempotency_key=key,
+        fingerprint=request_fingerprint(body),
+        lease_seconds=30,
+        now=now,
+    )
+    assert isinstance(claim, legacy.Claim)
+    shipment_id = f"shp_{uuid.uuid4().hex}"
+    fields = {k: v for k, v in body.items() if k != "ship_to"}
+    old.complete(
+        claim=claim,
+        shipment=legacy.NewShipment(
+            shipment_id=shipment_id,
+            ship_to=body["ship_to"],
+            status="created",
+            created_at=now,
+            **fields,
+        ),
+        response_status=201,
+        response_body=json.dumps({"shipment_id": shipment_id, **body}),
+        now=now,
+    )
+    old.dispose()
+    return shipment_id
 
 
 def free_port() -> int:

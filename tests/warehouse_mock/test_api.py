@@ -34,6 +34,7 @@ SHIPMENT_FIELDS = {
     "quantity",
     "status",
     "created_at",
+    "cancelled_at",
 }
 
 

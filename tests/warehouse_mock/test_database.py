@@ -1,7 +1,9 @@
-"""Tests of the warehouse against its own database: a restart, and a database failure."""
+"""Tests of the warehouse against its own database: a restart, a database failure, and the
+start over rows of retired tokens."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,12 +13,15 @@ import sqlalchemy as sa
 from tests.warehouse_mock.support import (
     assert_problem,
     key_for,
+    make_b80d08c_database,
     new_order_id,
     post_shipment,
     shipment_body,
 )
+from warehouse_mock.app import create_app
+from warehouse_mock.service import legacy_token_scope
 from warehouse_mock.settings import Settings
-from warehouse_mock.storage import IdempotencyRecord, Storage
+from warehouse_mock.storage import IdempotencyRecord, LegacyScopeError, Storage
 from warehouse_mock.testing import WarehouseHandle, serve_warehouse
 
 
@@ -73,3 +78,45 @@ def test_database_is_created_with_both_tables(own_warehouse: WarehouseHandle) ->
     engine = sa.create_engine(own_warehouse.database_url)
     assert {"shipments", "idempotency_keys"} <= set(sa.inspect(engine).get_table_names())
     engine.dispose()
+
+
+RETIRED_TOKEN = "client-token-retired"
+
+
+def test_start_is_refused_over_rows_of_a_token_that_is_neither_configured_nor_retired(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database holding rows of a rotated-out token does not start, and says what to set."""
+    make_b80d08c_database(settings.database_url, legacy_token_scope(RETIRED_TOKEN))
+    app = create_app(settings)
+
+    async def start() -> None:
+        async with app.router.lifespan_context(app):
+            pass  # pragma: no cover - start-up fails
+
+    with pytest.raises(LegacyScopeError, match="WAREHOUSE_RETIRED_TOKENS"):
+        asyncio.run(start())
+    assert "the warehouse cannot start" in caplog.text
+
+
+def test_rows_of_a_retired_token_move_to_its_client_and_keep_their_key(
+    settings: Settings,
+) -> None:
+    """Given the retired token, its rows move to the client: the key replays, never re-ships."""
+    body = shipment_body(new_order_id())
+    shipment_id = make_b80d08c_database(
+        settings.database_url, legacy_token_scope(RETIRED_TOKEN), key_for(body), body
+    )
+    upgraded = Settings(
+        **settings.model_dump(exclude={"retired_tokens"}),
+        retired_tokens={"default": (RETIRED_TOKEN,)},
+    )
+    with serve_warehouse(upgraded) as warehouse:
+        again = post_shipment(warehouse, body, key_for(body))
+        old_token = post_shipment(warehouse, body, key_for(body), token=RETIRED_TOKEN)
+        shipments = warehouse.shipments(body["order_id"])
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["shipment_id"] == shipment_id
+    assert [s["shipment_id"] for s in shipments] == [shipment_id]
+    assert_problem(old_token, 401, "/problems/unauthorized")  # retired: never accepted

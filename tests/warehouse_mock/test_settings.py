@@ -14,7 +14,11 @@ API = "WAREHOUSE_API_TOKEN"
 ADMIN = "WAREHOUSE_ADMIN_TOKEN"
 CLIENT_TOKEN = "client-token-4f9a2c"
 ADMIN_TOKEN = "admin-token-7d1e0b"
+API_TOKENS = "WAREHOUSE_API_TOKENS"
+RETIRED = "WAREHOUSE_RETIRED_TOKENS"
 OPTIONAL = [
+    API_TOKENS,
+    RETIRED,
     "WAREHOUSE_CLIENTS",
     "WAREHOUSE_DATABASE_URL",
     "WAREHOUSE_FAULTS",
@@ -258,3 +262,75 @@ def test_bad_warehouse_clients_are_refused_naming_the_variable(
     error = refusal(environment, WAREHOUSE_CLIENTS=raw)
     assert str(error).startswith("WAREHOUSE_CLIENTS")
     assert message in str(error)
+
+
+def test_accepted_tokens_come_from_warehouse_api_tokens_first(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    """WAREHOUSE_API_TOKENS (NEW,OLD while rotating) wins over WAREHOUSE_API_TOKEN."""
+    settings = settings_with(environment, **{API_TOKENS: "client-token-new, client-token-old"})
+    assert settings.api_tokens == (SecretStr("client-token-new"), SecretStr("client-token-old"))
+
+
+def test_warehouse_api_tokens_alone_is_enough(environment: pytest.MonkeyPatch) -> None:
+    """With the accepted tokens set, the sender's single-token variable is not needed."""
+    environment.delenv(API)
+    settings = settings_with(environment, **{API_TOKENS: CLIENT_TOKEN})
+    assert settings.api_tokens == (SecretStr(CLIENT_TOKEN),)
+
+
+def test_a_bad_accepted_token_names_warehouse_api_tokens(environment: pytest.MonkeyPatch) -> None:
+    """An invalid token in WAREHOUSE_API_TOKENS is reported under that variable."""
+    error = refusal(environment, **{API_TOKENS: f"{CLIENT_TOKEN},short"})
+    assert error.variable == API_TOKENS
+
+
+def test_retired_tokens_are_read_per_client_and_never_accepted(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    """WAREHOUSE_RETIRED_TOKENS maps clients to old tokens; they are not among the accepted."""
+    settings = settings_with(
+        environment,
+        **{
+            "WAREHOUSE_CLIENTS": '{"shop-b": ["shop-b-token-1"]}',
+            RETIRED: '{"default": ["old"], "shop-b": ["shop-b-token-0", "x-1"]}',
+        },
+    )
+    assert settings.retired_tokens == {
+        "default": (SecretStr("old"),),
+        "shop-b": (SecretStr("shop-b-token-0"), SecretStr("x-1")),
+    }
+    accepted = {t for tokens in settings.clients.values() for t in tokens}
+    assert SecretStr("old") not in accepted
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{nope", "not valid JSON"),
+        ('{"unknown-shop": ["old-token"]}', "not configured"),
+        ('{"default": []}', "has no token"),
+        ('{"default": [""]}', "empty"),
+        ('["old-token"]', "dictionary"),
+    ],
+    ids=["not-json", "unknown-client", "no-token", "empty-token", "not-an-object"],
+)
+def test_bad_retired_tokens_are_refused_naming_the_variable(
+    environment: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    """Every problem of WAREHOUSE_RETIRED_TOKENS is refused at start with the variable's name."""
+    error = refusal(environment, **{RETIRED: value})
+    assert error.variable == RETIRED
+    assert message in str(error)
+
+
+def test_a_retired_token_of_another_client_is_refused(environment: pytest.MonkeyPatch) -> None:
+    """A token accepted for one client cannot be retired for another."""
+    error = refusal(
+        environment,
+        **{
+            "WAREHOUSE_CLIENTS": '{"shop-b": ["shop-b-token-1"]}',
+            RETIRED: f'{{"shop-b": ["{CLIENT_TOKEN}"]}}',
+        },
+    )
+    assert error.variable == RETIRED

@@ -5,21 +5,28 @@ Each test runs on a SQLite file and on PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 
 from warehouse_mock.storage import (
+    SHIPMENT_CANCELLED,
+    VOIDED,
     Claim,
     ClaimLost,
     ClaimResult,
     InFlight,
+    KeyVoided,
+    LegacyScopeError,
     Mismatch,
     NewShipment,
     Replay,
     ShipmentExists,
     Storage,
+    Voided,
 )
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -167,12 +174,12 @@ def test_timestamps_come_back_as_aware_utc(storage: Storage) -> None:
     assert shipment.created_at.tzinfo is not None
 
 
-def test_schema_creation_is_idempotent(storage: Storage) -> None:
-    """Creating the schema again (a restart) keeps the data."""
+def test_migrating_again_is_idempotent(storage: Storage) -> None:
+    """Migrating again (a restart) keeps the data."""
     claim = claim_at(storage, NOW)
     assert isinstance(claim, Claim)
     complete(storage, claim, NOW)
-    storage.create_schema()
+    storage.migrate()
     assert storage.get_shipment("shp_1") is not None
 
 
@@ -203,12 +210,12 @@ def test_shipment_for_key_is_kept_after_its_response_is_purged(storage: Storage)
     assert storage.shipment_for_key("b" * 64, KEY) is None
 
 
-def test_schema_creation_moves_per_token_scopes_to_their_client(storage: Storage) -> None:
+def test_migration_moves_per_token_scopes_to_their_client(storage: Storage) -> None:
     """A database from before per-client scopes keeps its keys and shipments for the client."""
     claim = claim_at(storage, NOW)
     assert isinstance(claim, Claim)
     complete(storage, claim, NOW)
-    storage.create_schema({SCOPE: "default"})
+    storage.migrate({SCOPE: "default"})
     assert storage.shipment_for_key("default", KEY) is not None
     assert isinstance(
         storage.claim(
@@ -222,11 +229,165 @@ def test_schema_creation_moves_per_token_scopes_to_their_client(storage: Storage
     )
 
 
-def test_schema_creation_adds_the_unique_key_index_to_an_old_database(storage: Storage) -> None:
-    """create_schema gives a database made without the index its one-shipment-per-key rule."""
-    with storage.engine.begin() as conn:
-        conn.execute(sa.text("DROP INDEX uq_shipments_scope_idempotency_key"))
-    storage.create_schema()
-    assert "uq_shipments_scope_idempotency_key" in {
-        index["name"] for index in sa.inspect(storage.engine).get_indexes("shipments")
-    }
+def void(storage: Storage, now: datetime, reason: str = "operator cancel") -> None:
+    """Void the test key at ``now``."""
+    storage.void(scope=SCOPE, idempotency_key=KEY, reason=reason, now=now)
+
+
+def test_voiding_an_unused_key_leaves_a_tombstone_no_claim_passes(storage: Storage) -> None:
+    """A key voided before any request is refused to every later claim, whatever the body."""
+    outcome = storage.void(scope=SCOPE, idempotency_key=KEY, reason="never ship", now=NOW)
+    assert (outcome.voided_at, outcome.reason, outcome.shipment, outcome.first) == (
+        NOW,
+        "never ship",
+        None,
+        True,
+    )
+    assert claim_at(storage, NOW) == Voided(NOW)
+    assert claim_at(storage, NOW, fingerprint="0" * 64) == Voided(NOW)
+
+
+def test_voiding_a_completed_key_cancels_its_shipment(storage: Storage) -> None:
+    """The shipment under a voided key turns cancelled; the stored 201 no longer replays."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    later = NOW + timedelta(minutes=5)
+    outcome = storage.void(scope=SCOPE, idempotency_key=KEY, reason="fix", now=later)
+    assert outcome.shipment is not None
+    assert (outcome.shipment.shipment_id, outcome.shipment.status) == ("shp_1", SHIPMENT_CANCELLED)
+    shipment = storage.get_shipment("shp_1")
+    assert shipment is not None
+    assert (shipment.status, shipment.cancelled_at) == (SHIPMENT_CANCELLED, later)
+    assert isinstance(claim_at(storage, later), Voided)
+
+
+def test_voiding_an_in_flight_key_makes_its_completion_commit_nothing(storage: Storage) -> None:
+    """The request holding the claim when the key is voided cannot create its shipment."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    void(storage, NOW)
+    with pytest.raises(KeyVoided):
+        complete(storage, claim, NOW)
+    assert storage.get_shipment("shp_1") is None
+    assert storage.shipment_for_key(SCOPE, KEY) is None
+    assert not storage.release(claim=claim)  # nothing of the claim is left to release
+
+
+def test_voided_key_whose_lease_expired_is_never_taken_over(storage: Storage) -> None:
+    """An expired-lease takeover never revives a voided key."""
+    claim_at(storage, NOW, lease=1)
+    void(storage, NOW)
+    assert isinstance(claim_at(storage, NOW + timedelta(hours=1)), Voided)
+
+
+def test_voiding_a_key_whose_response_was_purged_cancels_its_shipment(storage: Storage) -> None:
+    """Past retention the key has no row, but its shipment is still found and cancelled."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    storage.purge_expired(older_than=NOW + timedelta(days=365))
+    outcome = storage.void(
+        scope=SCOPE, idempotency_key=KEY, reason="late", now=NOW + timedelta(days=366)
+    )
+    assert outcome.shipment is not None
+    assert outcome.shipment.status == SHIPMENT_CANCELLED
+
+
+def test_voiding_again_keeps_the_first_time_and_reason(storage: Storage) -> None:
+    """A repeated void answers the first tombstone and changes nothing."""
+    void(storage, NOW, reason="first")
+    outcome = storage.void(
+        scope=SCOPE, idempotency_key=KEY, reason="second", now=NOW + timedelta(hours=1)
+    )
+    assert (outcome.voided_at, outcome.reason, outcome.first) == (NOW, "first", False)
+
+
+def test_voided_keys_survive_every_purge(storage: Storage) -> None:
+    """Retention never removes a tombstone, however old."""
+    void(storage, NOW - timedelta(days=1000))
+    assert storage.purge_expired(older_than=NOW + timedelta(days=1000)) == 0
+    record = storage.key_record(SCOPE, KEY)
+    assert record is not None
+    assert record.state == VOIDED
+
+
+def test_a_void_is_scoped_to_its_client(storage: Storage) -> None:
+    """Voiding a key in one scope leaves the same key of another client alone."""
+    storage.void(scope="b" * 64, idempotency_key=KEY, reason="other client", now=NOW)
+    assert isinstance(claim_at(storage, NOW), Claim)
+
+
+def test_start_is_refused_while_rows_remain_under_an_unmapped_per_token_scope(
+    storage: Storage,
+) -> None:
+    """Rows under a per-token scope no token maps to stop the migration, named with the fix."""
+    claim = claim_at(storage, NOW)  # SCOPE looks like the SHA-256 of a token
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    with pytest.raises(LegacyScopeError, match="WAREHOUSE_RETIRED_TOKENS") as caught:
+        storage.migrate(client_ids=["default"])
+    assert SCOPE[:12] in str(caught.value)
+    assert storage.shipment_for_key(SCOPE, KEY) is not None  # nothing moved or lost
+
+
+def test_rows_of_a_mapped_per_token_scope_move_and_start_goes_on(storage: Storage) -> None:
+    """Given the (retired) token's scope, the rows move to the client and no error remains."""
+    claim = claim_at(storage, NOW)
+    assert isinstance(claim, Claim)
+    complete(storage, claim, NOW)
+    storage.migrate({SCOPE: "default"}, client_ids=["default"])
+    assert storage.shipment_for_key("default", KEY) is not None
+    assert storage.shipment_for_key(SCOPE, KEY) is None
+
+
+def test_rows_of_a_client_no_longer_configured_only_warn(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A removed client's rows (a client id, not a token digest) stay and are logged."""
+    storage.void(scope="old-shop", idempotency_key=KEY, reason="x", now=NOW)
+    storage.migrate(client_ids=["default"])
+    assert "'old-shop'" in caplog.text
+
+
+def test_a_void_racing_a_claim_and_its_completion_always_wins(storage: Storage) -> None:
+    """Whichever of a claim's INSERT, its completion and a void's INSERT commits first, every
+    key ends voided with no live shipment."""
+    keys = [f"ORD-race:{i}" for i in range(20)]
+    errors: list[BaseException] = []
+
+    def ship(key: str, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        claim = storage.claim(
+            scope=SCOPE, idempotency_key=key, fingerprint=FINGERPRINT, lease_seconds=30, now=NOW
+        )
+        if isinstance(claim, Claim):
+            with contextlib.suppress(KeyVoided):
+                complete(storage, claim, NOW, shipment_id=f"shp_{key}")
+
+    def cancel(key: str, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        storage.void(scope=SCOPE, idempotency_key=key, reason="race", now=NOW)
+
+    def run(
+        target: Callable[[str, threading.Barrier], None], key: str, b: threading.Barrier
+    ) -> None:
+        try:
+            target(key, b)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    for key in keys:
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=run, args=(t, key, barrier)) for t in (ship, cancel)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    for key in keys:
+        record = storage.key_record(SCOPE, key)
+        assert record is not None
+        assert record.state == VOIDED
+        shipment = storage.shipment_for_key(SCOPE, key)
+        assert shipment is None or shipment.status == SHIPMENT_CANCELLED

@@ -1,0 +1,1 @@
+"""Revision scripts of the warehouse database, oldest first (see the parent package)."""
