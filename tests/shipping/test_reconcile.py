@@ -10,10 +10,11 @@ import sqlalchemy as sa
 
 from shipping import pipeline
 from shipping.amend import amend_line
-from shipping.errors import AmendmentRefused, OrderNotFound, SkuRefused
+from shipping.errors import AmendmentRefused, OrderNotFound, ShipmentConflict, SkuRefused
 from shipping.ledger import Amendment, Ledger, LineState, order_lines
 from shipping.ops.samples import sample_order
 from shipping.reconcile import DriftKind, check_order, reconcile
+from shipping.shipment import Shipment
 from shipping.warehouse import WarehouseClient
 from warehouse_mock.testing import WarehouseHandle
 
@@ -105,24 +106,56 @@ def test_a_ledger_shipment_unknown_to_the_warehouse_is_drift(
     ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
 ) -> None:
     """The ledger says shipped as an id the warehouse has never heard of."""
+    item = order["items"][1]
+    ghost = Shipment(
+        shipment_id="shp_x",
+        idempotency_key=f"{order['order_id']}:2",
+        order_id=order["order_id"],
+        line_id="2",
+        sku=item["sku"],
+        quantity=item["quantity"],
+        ship_to=order["ship_to"],
+        status="created",
+    )
     ledger.record_shipped(
-        order_id=order["order_id"], line_id="2", try_number=1, requests=1, shipment_id="shp_x"
+        order_id=order["order_id"],
+        line_id="2",
+        try_number=1,
+        requests=1,
+        shipment=ghost,
+        revision=0,
     )
     assert kinds(ledger, client, order["order_id"]) == [("2", DriftKind.UNKNOWN_TO_WAREHOUSE)]
 
 
-def test_a_shipment_with_other_content_is_drift_that_repair_leaves_alone(
-    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+def test_a_shipment_with_other_content_is_voided_by_repair_and_the_line_ships_anew(
+    ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
 ) -> None:
-    """Another SKU under the line's key: reported, not adopted."""
-    post_directly(client, order, 1, sku="OTHER")
-    report = reconcile(ledger, client, [order["order_id"]], fix=True)
-    assert [(d.line_id, d.kind, d.repairable) for d in report.drift] == [
-        ("2", DriftKind.UNRECORDED_SHIPMENT, False)
-    ]
-    assert report.repaired == []
+    """Another SKU under the line's key: never adopted; repair voids it, the line moves to a
+    new key, and its next try ships the ledger's content (the dead end of a conflict ends)."""
+    other = post_directly(client, order, 1, sku="OTHER")
+    with pytest.raises(ShipmentConflict):
+        ship(ledger, client, order, 1)
+    [drift] = check_order(ledger, client, order["order_id"])
+    assert (drift.line_id, drift.kind, drift.repair) == ("2", DriftKind.CONTENT_DIFFERS, "void")
+    report = reconcile(ledger, client, [order["order_id"]], fix=True, actor="ada")
+    assert [(r.line_id, r.shipment_id) for r in report.repaired] == [("2", other)]
+    assert report.clean
     line = ledger.get_line(order_id=order["order_id"], line_id="2")
-    assert line.state is LineState.PENDING
+    assert (line.state, line.idempotency_key, line.void_key) == (
+        LineState.FAILED,
+        f"{order['order_id']}:2#1",
+        None,
+    )
+    shipped = ship(ledger, client, order, 1)
+    live = [s for s in warehouse.shipments(order["order_id"]) if s["status"] != "cancelled"]
+    assert [(s["shipment_id"], s["sku"]) for s in live] == [
+        (shipped["shipment_id"], order["items"][1]["sku"])
+    ]
+    status = ledger.get_order(order["order_id"])
+    assert status is not None
+    [void] = status.amendments
+    assert (void.action, void.actor, void.voided_shipment_id) == (Amendment.VOID, "ada", other)
 
 
 def test_reconcile_of_an_unknown_order_says_so(ledger: Ledger, client: WarehouseClient) -> None:
@@ -159,14 +192,14 @@ def refuse_then_amend(
 def test_a_refused_line_fixed_then_shipped_keeps_its_key(
     ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
 ) -> None:
-    """Refused, fixed with a new SKU, shipped: one shipment, under the line's own key."""
+    """Refused, fixed with a new SKU, shipped: one shipment, under the line's next key."""
     refuse_then_amend(ledger, client, warehouse, order, Amendment.FIX, sku="MUG-BLUE")
     result = ship(ledger, client, order, 0)  # the task still holds the old SKU in its XCom
     [shipment] = warehouse.shipments(order["order_id"])
     assert (result["sku"], shipment["sku"], shipment["idempotency_key"]) == (
         "MUG-BLUE",
         "MUG-BLUE",
-        f"{order['order_id']}:1",
+        f"{order['order_id']}:1#1",
     )
 
 
@@ -182,25 +215,32 @@ def test_a_cancelled_line_is_never_posted(
     assert [s["line_id"] for s in warehouse.shipments(order["order_id"])] == ["2"]
 
 
-def test_a_fix_is_refused_when_the_warehouse_holds_the_lines_shipment(
-    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+def test_a_fix_of_a_line_that_shipped_unrecorded_cancels_that_shipment(
+    ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
 ) -> None:
-    """The ledger says FAILED but the warehouse shipped it: reconcile, not amend."""
+    """The ledger says FAILED but the warehouse shipped the old content: the fix voids
+    that shipment (recorded on the amendment) and the fixed line ships once."""
     ledger.record_failed(
         order_id=order["order_id"], line_id="1", try_number=1, requests=1, error="timeout"
     )
-    post_directly(client, order, 0)
-    with pytest.raises(AmendmentRefused, match="reconcile"):
-        amend_line(
-            ledger,
-            client,
-            order_id=order["order_id"],
-            line_id="1",
-            action=Amendment.FIX,
-            actor="ada",
-            reason="why",
-            quantity=5,
-        )
+    old = post_directly(client, order, 0)
+    amended = amend_line(
+        ledger,
+        client,
+        order_id=order["order_id"],
+        line_id="1",
+        action=Amendment.FIX,
+        actor="ada",
+        reason="why",
+        quantity=5,
+    )
+    assert amended.void_error is None
+    new = ship(ledger, client, order, 0)
+    by_id = {s["shipment_id"]: s for s in warehouse.shipments(order["order_id"])}
+    assert (by_id[old]["status"], by_id[new["shipment_id"]]["quantity"]) == ("cancelled", 5)
+    status = ledger.get_order(order["order_id"])
+    assert status is not None
+    assert [a.voided_shipment_id for a in status.amendments] == [old]
 
 
 def test_a_fix_that_breaks_the_orders_rules_is_refused(

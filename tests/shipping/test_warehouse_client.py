@@ -689,7 +689,7 @@ def test_find_shipment_answers_the_lines_shipment_by_its_key(live: Harness) -> N
     created = live.create(line_id="2")
     found = live.client.find_shipment(order_id=live.order_id, line_id="2")
     assert found is not None
-    assert (found["shipment_id"], found["sku"], found["ship_to"]) == (
+    assert (found.shipment_id, found.sku, found.ship_to) == (
         created.shipment_id,
         "MUG-RED",
         SHIP_TO,
