@@ -485,3 +485,18 @@ def test_watch_waits_while_intake_is_retried(
     )
     assert cli.watch("O-1", timeout=0, interactive=False) == cli.EXIT_DRIFT_OR_TIMEOUT
     assert "not in the ledger yet" in capsys.readouterr().out
+
+
+def test_the_command_refuses_a_token_list_naming_the_accepted_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WAREHOUSE_API_TOKEN=NEW,OLD is never sent as one bearer: exit 1 naming TOKENS."""
+    from shipping.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Ledger.from_url(url).create_schema()
+    monkeypatch.setenv("SHIPPING_LEDGER_URL", url)
+    monkeypatch.setenv("SHIPPING_WAREHOUSE_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("WAREHOUSE_API_TOKEN", "new-token-123,old-token-456")
+    assert cli.main(["reconcile", "--all"]) == cli.EXIT_NOT_FOUND
+    assert "WAREHOUSE_API_TOKENS" in capsys.readouterr().err
