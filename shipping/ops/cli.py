@@ -503,7 +503,8 @@ def _commands_for(order_id: str, failed: list[Any]) -> list[str]:
 
     A refusal: fix or cancel the line. A conflict: reconcile with repair, then retry.
     The configuration: fix it (naming the setting), then retry; never fix or cancel,
-    the line is fine. An outage, a fenced try or a bug: retry.
+    the line is fine. The order itself (a ledger refusal): read its status, then retry.
+    An outage, a fenced try or a bug: retry.
     """
     commands: list[str] = []
     retry_too = not failed
@@ -520,7 +521,10 @@ def _commands_for(order_id: str, failed: list[Any]) -> list[str]:
         elif family is ErrorFamily.CONFIGURATION:
             commands.append(f"{_configuration_fix(line)}, then:")
             retry_too = True
-        else:  # outage, fenced, bug, order, or no error recorded
+        elif _is_final(line):  # the order itself: read why before retrying
+            commands.append(f"shipping status {order_id}")
+            retry_too = True
+        else:  # outage, fenced, bug, or no error recorded
             retry_too = True
     if retry_too:
         commands.append(f"shipping retry {order_id}")

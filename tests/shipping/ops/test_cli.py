@@ -237,7 +237,11 @@ FAMILY_ADVICE = {
     ErrorFamily.OUTAGE: ("WarehouseServerError", ["shipping retry O-1"], ["shipping fix"]),
     ErrorFamily.FENCED: ("LineFenced", ["shipping retry O-1"], ["shipping fix"]),
     ErrorFamily.BUG: ("KeyError", ["shipping retry O-1"], ["shipping fix"]),
-    ErrorFamily.ORDER: ("OrderNotFound", ["shipping retry O-1"], ["shipping fix"]),
+    ErrorFamily.ORDER: (
+        "OrderNotFound",
+        ["shipping status O-1", "shipping retry O-1"],
+        ["shipping fix"],
+    ),
 }
 
 
