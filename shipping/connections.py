@@ -7,13 +7,18 @@ without Airflow. Bad configuration fails early and names the connection and the 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 
 from shipping.errors import ConnectionConfigError
 from shipping.warehouse import WarehouseClient
+
+#: The one token the pipeline and the ``shipping`` command send to the warehouse.
+TOKEN_VAR: Final = "WAREHOUSE_API_TOKEN"
+#: The tokens the warehouse accepts (comma-separated; ``TOKEN_VAR`` when unset).
+TOKENS_VAR: Final = "WAREHOUSE_API_TOKENS"
 
 
 class ConnectionLike(Protocol):
@@ -43,6 +48,7 @@ def warehouse_client(conn: ConnectionLike, **kwargs: Any) -> WarehouseClient:
         raise ConnectionConfigError(
             f"connection {conn.conn_id!r}: password (the API token) is not set"
         )
+    single_token(conn.password, source=f"connection {conn.conn_id!r}: password (the API token)")
     scheme = conn.schema or "http"
     if scheme not in ("http", "https"):
         raise ConnectionConfigError(f"connection {conn.conn_id!r}: schema must be http or https")
@@ -52,6 +58,26 @@ def warehouse_client(conn: ConnectionLike, **kwargs: Any) -> WarehouseClient:
     else:
         base_url = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
     return WarehouseClient(base_url, conn.password, **kwargs)
+
+
+def single_token(token: str, *, source: str = TOKEN_VAR) -> str:
+    """``token`` if it is one bearer token; a comma-separated list is refused.
+
+    A client sends exactly one token. The list the warehouse accepts (``NEW,OLD`` while
+    rotating) is :data:`TOKENS_VAR`, a setting of the warehouse alone: sent as one bearer,
+    a list fails every call with an authentication error.
+
+    Raises:
+        ConnectionConfigError: ``token`` holds a comma; the message names ``source`` and
+            :data:`TOKENS_VAR`.
+    """
+    if "," in token:
+        raise ConnectionConfigError(
+            f"{source} holds a comma: a client sends ONE token. List the tokens the "
+            f"warehouse accepts (NEW,OLD while rotating) in {TOKENS_VAR}, and set "
+            f"{TOKEN_VAR} to the one token the pipeline sends"
+        )
+    return token
 
 
 def ledger_url(conn: ConnectionLike) -> str:
@@ -92,7 +118,11 @@ def warehouse_connection(base_url: str, token: str) -> dict[str, Any]:
     """The ``AIRFLOW_CONN_...`` JSON of an ``http`` connection to the warehouse at ``base_url``.
 
     The inverse of :func:`warehouse_client`.
+
+    Raises:
+        ConnectionConfigError: ``token`` is a list (see :func:`single_token`).
     """
+    single_token(token)
     parts = urlsplit(base_url)
     return {
         "conn_type": "http",

@@ -33,7 +33,11 @@ WAREHOUSE_DATABASE: Final = "warehouse"
 ENVIRONMENT_VARIABLES: Final[Mapping[str, str]] = {
     "SHIPPING_POSTGRES_URL": "PostgreSQL server for Airflow, the ledger and the warehouse",
     "AIRFLOW_ADMIN_PASSWORD": "password of the Airflow user 'admin'",
-    "WAREHOUSE_API_TOKEN": "bearer token(s) of the warehouse client 'default' (comma-separated)",
+    "WAREHOUSE_API_TOKEN": "the one bearer token the pipeline and the shipping command send",
+    "WAREHOUSE_API_TOKENS": (
+        "tokens the warehouse accepts for the client 'default', comma-separated (NEW,OLD"
+        " while rotating; default: WAREHOUSE_API_TOKEN)"
+    ),
     "WAREHOUSE_CLIENTS": "further warehouse clients, JSON {client id: [tokens]}",
     "WAREHOUSE_ADMIN_TOKEN": "bearer token of the warehouse fault-injection API",
     "WAREHOUSE_DATABASE_URL": "the warehouse service's own database",

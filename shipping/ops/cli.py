@@ -30,8 +30,9 @@ import requests
 import sqlalchemy.exc
 
 from shipping import errors
-from shipping.contract import DAG_ID
-from shipping.errors import LedgerError, OrderNotFound, WarehouseError
+from shipping.connections import TOKEN_VAR, TOKENS_VAR
+from shipping.contract import DAG_ID, WAREHOUSE_CONN_ID
+from shipping.errors import ErrorFamily, LedgerError, OrderNotFound, WarehouseError
 from shipping.ops.airflow_api import AirflowApiError, AirflowClient, TriggerStatus
 from shipping.ops.render import render_status
 from shipping.ops.settings import ClientSettings, SettingsError
@@ -41,7 +42,9 @@ from shipping.order import InvalidOrder, content_hash, parse_order, run_id_for
 EXIT_OK, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_OPERATOR, EXIT_DRIFT_OR_TIMEOUT = 0, 1, 2, 3, 4
 #: What a shell reports for a command whose reader went away (128 + SIGPIPE).
 EXIT_READER_GONE = 141
-SHIP_TASK, REDUCER_TASK = "ship_item", "finalize_order"
+INTAKE_TASK, SHIP_TASK, REDUCER_TASK = "register_order", "ship_item", "finalize_order"
+#: The pipeline's warehouse connection, as an environment variable.
+WAREHOUSE_CONN_VAR = f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"
 WATCH_POLL_S = 2.0
 
 
@@ -91,16 +94,20 @@ def _ledger() -> Iterator[Any]:
 
 @contextmanager
 def _warehouse() -> Iterator[Any]:
+    from shipping.connections import single_token
     from shipping.warehouse import WarehouseClient
 
     state = load_state()
     url = os.environ.get("SHIPPING_WAREHOUSE_URL") or (state.warehouse_url if state else None)
-    token = os.environ.get("WAREHOUSE_API_TOKEN") or (state.warehouse_api_token if state else None)
+    token = os.environ.get(TOKEN_VAR) or (state.warehouse_api_token if state else None)
     if not url or not token:
         raise CliError(
-            "no warehouse: set SHIPPING_WAREHOUSE_URL and WAREHOUSE_API_TOKEN "
-            "or start the stack (make up)"
+            f"no warehouse: set SHIPPING_WAREHOUSE_URL and {TOKEN_VAR} or start the stack (make up)"
         )
+    try:
+        single_token(token)
+    except errors.ConnectionConfigError as exc:
+        raise CliError(str(exc)) from exc
     with WarehouseClient(url, token) as client:
         yield client
 
@@ -110,6 +117,73 @@ def _order(ledger: Any, order_id: str) -> Any:
     if found is None:
         raise CliError(f"unknown order {order_id!r}")
     return found
+
+
+# ------------------------------------------------------------------- intake
+@dataclass(frozen=True)
+class Intake:
+    """An order's run as Airflow has it, for an order the ledger does not know (yet)."""
+
+    order_id: str
+    run_id: str
+    run_state: str | None
+    task_state: str | None  # register_order's
+
+    @property
+    def failed(self) -> bool:
+        """Whether intake failed: no try of ``register_order`` is coming by itself."""
+        if self.task_state in _FAILED_TI_STATES:
+            return True
+        return self.run_state == "failed" and self.task_state != "success"
+
+    def describe(self) -> str:
+        """What is known, in one sentence."""
+        if self.failed:
+            return (
+                f"order {self.order_id} is not in the ledger: its run {self.run_id} failed at "
+                f"intake ({INTAKE_TASK} {self.task_state or 'did not run'}) before the ledger "
+                "recorded the order (was the ledger unreachable?)"
+            )
+        return (
+            f"order {self.order_id} is not in the ledger yet: its run {self.run_id} is "
+            f"{self.run_state}, {INTAKE_TASK} {self.task_state or 'not started'}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """``shipping status --json`` of such an order: no state, no lines, the run."""
+        return {
+            "order_id": self.order_id,
+            "state": None,
+            "lines": [],
+            "run_id": self.run_id,
+            "run_state": self.run_state,
+            "intake": "failed" if self.failed else self.task_state,
+            "needs": [f"shipping retry {self.order_id}"] if self.failed else [],
+        }
+
+
+_FAILED_TI_STATES = frozenset({"failed", "upstream_failed"})
+
+
+def _task_state(instances: list[dict[str, Any]], task_id: str) -> str | None:
+    """The state of an unmapped task among a run's task instances (None if it has none)."""
+    return next((ti.get("state") for ti in instances if ti.get("task_id") == task_id), None)
+
+
+def _intake(api: AirflowClient, order_id: str, run: dict[str, Any] | None = None) -> Intake | None:
+    """The order's run and its ``register_order``, or None when Airflow has no such run."""
+    run_id = run_id_for(order_id)
+    run = run if run is not None else api.get_run(DAG_ID, run_id)
+    if run is None:
+        return None
+    instances = api.task_instances(DAG_ID, run_id)
+    return Intake(order_id, run_id, run.get("state"), _task_state(instances, INTAKE_TASK))
+
+
+def _say_needs(message: str, commands: list[str]) -> None:
+    print(message)
+    for command in commands:
+        print(f"  {command}")
 
 
 # ------------------------------------------------------------------- submit
@@ -123,22 +197,34 @@ def submit(path: Path, *, watch_timeout: float | None = None) -> int:
         order = parse_order(doc)
     except InvalidOrder as exc:
         raise CliError("order refused:\n  " + "\n  ".join(exc.errors), EXIT_REFUSED) from exc
+    intake = None
     with _airflow() as api:
         outcome = api.trigger(DAG_ID, order.run_id, doc)
+        run = outcome.run or {}
+        if outcome.status is TriggerStatus.EXISTS and run.get("state") == "failed":
+            intake = _intake(api, order.order_id, run)
     if outcome.status is TriggerStatus.ACCEPTED:
         print(f"order {order.order_id} accepted as run {order.run_id}")
     elif outcome.status is TriggerStatus.REFUSED:
         # Airflow appends the whole JSON schema to the reason; its first line says it all.
         reason = (outcome.reason or "").split("\n\n", 1)[0]
         raise CliError(f"order {order.order_id} refused by Airflow: {reason}", EXIT_REFUSED)
-    elif _same_order((outcome.run or {}).get("conf") or {}, order.content_hash()):
-        state = (outcome.run or {}).get("state")
-        print(f"order {order.order_id} was already accepted as run {order.run_id} ({state})")
-    else:
+    elif not _same_order(run.get("conf") or {}, order.content_hash()):
         raise CliError(
             f"order {order.order_id} refused: an order with this id was already accepted "
             "with different content (use a new order_id)",
             EXIT_REFUSED,
+        )
+    elif intake is not None and intake.failed:
+        # Accepted once, then lost before the ledger knew it: not "already accepted".
+        _say_needs(
+            f"{intake.describe()}; it needs an operator:", [f"shipping retry {order.order_id}"]
+        )
+        return EXIT_OPERATOR
+    else:
+        print(
+            f"order {order.order_id} was already accepted as run {order.run_id} "
+            f"({run.get('state')})"
         )
     if watch_timeout is not None:
         return watch(order.order_id, timeout=watch_timeout)
@@ -155,18 +241,55 @@ def _same_order(conf: Any, digest: str) -> bool:
 
 # ------------------------------------------------------------------- status
 def status(order_id: str, *, as_json: bool) -> int:
-    """Print the order and its lines from the ledger; return the exit code."""
+    """Print the order and its lines from the ledger; return the exit code.
+
+    An order the ledger does not know is looked up in Airflow: a run whose intake failed
+    is reported (exit 3, naming ``shipping retry``), one still registering too (exit 0).
+    """
     with _ledger() as ledger:
-        doc = _order(ledger, order_id).to_json()
+        found = ledger.get_order(order_id)
+    if found is None:
+        intake = _intake_if_reachable(order_id)
+        if intake is None:
+            raise CliError(f"unknown order {order_id!r}")
+        if as_json:
+            print(json.dumps(intake.to_json(), indent=2))
+        elif intake.failed:
+            _say_needs(
+                f"{intake.describe()}; it needs an operator:", [f"shipping retry {order_id}"]
+            )
+        else:
+            print(intake.describe())
+        return EXIT_OPERATOR if intake.failed else EXIT_OK
+    doc = found.to_json()
     print(json.dumps(doc, indent=2) if as_json else render_status(doc))
     return EXIT_OK
 
 
+def _intake_if_reachable(order_id: str) -> Intake | None:
+    """:func:`_intake`, or None when Airflow cannot be asked (status works without it)."""
+    try:
+        with _airflow() as api:
+            return _intake(api, order_id)
+    except (CliError, SettingsError, AirflowApiError, requests.RequestException) as exc:
+        logging.getLogger(__name__).debug("Airflow not asked about %s: %s", order_id, exc)
+        return None
+
+
 # -------------------------------------------------------------------- retry
 def retry(order_id: str, line_ids: list[str]) -> int:
-    """Clear the order's failed lines (all, or those named) and its reducer."""
+    """Clear the order's failed lines (all, or those named) and its reducer.
+
+    With no failed line, a failed reducer alone is cleared (every line is done, the
+    ledger failed it). An order the ledger does not know, whose run failed at intake, has
+    ``register_order`` cleared with everything after it.
+    """
     with _ledger() as ledger:
-        order = _order(ledger, order_id)
+        order = ledger.get_order(order_id)
+    if order is None:
+        if line_ids:
+            raise CliError(f"unknown order {order_id!r}: the ledger has no lines of it")
+        return _retry_intake(order_id)
     known = {line.line_id: line for line in order.lines}
     unknown = [line_id for line_id in line_ids if line_id not in known]
     if unknown:
@@ -174,9 +297,12 @@ def retry(order_id: str, line_ids: list[str]) -> int:
     run_id = order.run_id or run_id_for(order_id)
     position = {line.line_id: index for index, line in enumerate(order.lines)}
     with _airflow() as api:
-        states = {
-            ti["map_index"]: ti["state"] for ti in api.mapped_instances(DAG_ID, run_id, SHIP_TASK)
-        }
+        instances = api.task_instances(DAG_ID, run_id)
+        if _task_state(instances, INTAKE_TASK) in _FAILED_TI_STATES:
+            api.clear_tasks(DAG_ID, run_id, [INTAKE_TASK])
+            print(f"order {order_id}: retrying {INTAKE_TASK} and everything after it")
+            return EXIT_OK
+        states = {ti["map_index"]: ti["state"] for ti in instances if ti["task_id"] == SHIP_TASK}
         wanted = line_ids or list(known)
         failed = [i for i in wanted if states.get(position[i]) == "failed"]
         for line_id in line_ids:
@@ -198,9 +324,16 @@ def retry(order_id: str, line_ids: list[str]) -> int:
                 note=f"shipped as {known[line_id].shipment_id} per the ledger",
             )
             print(f"line {line_id} had shipped as {known[line_id].shipment_id}: marked success")
+        reducer = _task_state(instances, REDUCER_TASK)
         if not failed:
+            if not line_ids and reducer in _FAILED_TI_STATES and _all_done(order):
+                # Only the reducer failed (the ledger was unreachable for all its tries).
+                api.clear_tasks(DAG_ID, run_id, [REDUCER_TASK])
+                print(f"order {order_id}: every line is done; retrying {REDUCER_TASK}")
+                return EXIT_OK
             print(f"order {order_id}: nothing to retry")
             return EXIT_OK
+        _warn_configuration(order_id, [known[i] for i in to_clear])
         if to_clear:
             api.clear_mapped(DAG_ID, run_id, SHIP_TASK, [position[i] for i in to_clear])
         else:
@@ -208,6 +341,44 @@ def retry(order_id: str, line_ids: list[str]) -> int:
     if to_clear:
         print(f"order {order_id}: retrying line(s) {', '.join(to_clear)} and {REDUCER_TASK}")
     return EXIT_OK
+
+
+def _all_done(order: Any) -> bool:
+    return bool(order.lines) and all(line.state in _DONE_LINE_STATES for line in order.lines)
+
+
+_DONE_LINE_STATES = frozenset({"SHIPPED", "CANCELLED"})
+
+
+def _retry_intake(order_id: str) -> int:
+    """Clear ``register_order`` (and what follows) of a run whose intake failed."""
+    with _airflow() as api:
+        intake = _intake(api, order_id)
+        if intake is None:
+            raise CliError(
+                f"unknown order {order_id!r}: not in the ledger, and Airflow has no run "
+                f"{run_id_for(order_id)}"
+            )
+        if not intake.failed:
+            print(f"{intake.describe()}: nothing to retry")
+            return EXIT_OK
+        api.clear_tasks(DAG_ID, intake.run_id, [INTAKE_TASK])
+    print(
+        f"order {order_id}: its run {intake.run_id} failed at intake; retrying {INTAKE_TASK} "
+        "and everything after it"
+    )
+    return EXIT_OK
+
+
+def _warn_configuration(order_id: str, lines: list[Any]) -> None:
+    """Say that lines failed on the configuration fail again until it is fixed."""
+    config = [line for line in lines if _family(line) is ErrorFamily.CONFIGURATION]
+    for advice in dict.fromkeys(_configuration_fix(line) for line in config):
+        ids = ", ".join(line.line_id for line in config if _configuration_fix(line) == advice)
+        print(
+            f"note: line(s) {ids} of order {order_id} failed on the configuration: "
+            f"{advice} first, or they fail again"
+        )
 
 
 # -------------------------------------------------------------------- watch
@@ -222,6 +393,7 @@ class Progress:
     run_state: str | None
     failing: list[tuple[str, str]]  # (line_id, last error) of lines failed or retrying
     needs: list[str]  # what an operator should run, when the order needs one
+    why: str | None = None  # why it needs an operator, when the lines do not say
 
     def line(self) -> str:
         """One line of text: the whole picture."""
@@ -232,6 +404,8 @@ class Progress:
         if self.failing:
             line_id, error = self.failing[0]
             text += f"; line {line_id}: {error[:100]}"
+        if self.why:
+            text += f"; {self.why}"
         return text
 
 
@@ -249,14 +423,19 @@ _TI_BUCKET = {
 
 
 def progress(order: Any, run: dict[str, Any] | None, instances: list[dict[str, Any]]) -> Progress:
-    """Combine the ledger's order and Airflow's run into a :class:`Progress`."""
-    ti_state = {ti["map_index"]: ti.get("state") for ti in instances}
+    """Combine the ledger's order and Airflow's run into a :class:`Progress`.
+
+    ``instances`` are the run's task instances (those without a ``task_id`` count as
+    ``ship_item``'s).
+    """
+    lines_ti = [ti for ti in instances if ti.get("task_id", SHIP_TASK) == SHIP_TASK]
+    ti_state = {ti["map_index"]: ti.get("state") for ti in lines_ti}
     counts: Counter[str] = Counter()
     failing: list[tuple[str, str]] = []
     needs: list[str] = []
     failed_lines: list[Any] = []
     for index, line in enumerate(order.lines):
-        if line.state in ("SHIPPED", "CANCELLED"):
+        if line.state in _DONE_LINE_STATES:
             counts[line.state.lower()] += 1
             continue
         bucket = _TI_BUCKET.get(str(ti_state.get(index)), "waiting")
@@ -265,42 +444,91 @@ def progress(order: Any, run: dict[str, Any] | None, instances: list[dict[str, A
             failing.append((line.line_id, line.last_error))
         if bucket == "failed":
             failed_lines.append(line)
-    retries = sum(max(int(ti.get("try_number") or 0) - 1, 0) for ti in instances)
+    retries = sum(max(int(ti.get("try_number") or 0) - 1, 0) for ti in lines_ti)
     run_state = run.get("state") if run else None
+    reducer = _task_state(instances, REDUCER_TASK)
+    why = None
     if order.state == "REJECTED":
         needs.append(
             f"the order was rejected ({order.reason}); post a corrected order under a new order_id"
         )
-    elif run_state == "failed" or failed_lines:
+    elif failed_lines:
         needs.extend(_commands_for(order.order_id, failed_lines))
-    return Progress(order.order_id, order.state, counts, retries, run_state, failing, needs)
+    elif order.state != "SHIPPED" and (run_state == "failed" or reducer in _FAILED_TI_STATES):
+        if _all_done(order):
+            why = f"every line is done but {REDUCER_TASK} failed"
+        needs.extend(_commands_for(order.order_id, []))
+    return Progress(order.order_id, order.state, counts, retries, run_state, failing, needs, why)
+
+
+# ----------------------------------------------------- advice by error family
+def _error_class(line: Any) -> str | None:
+    """The class name of a line's last error: the ledger's ``error_class``, or (ledgers
+    that do not store it) the class before the first ``:`` of ``last_error``."""
+    stored = getattr(line, "error_class", None)
+    if stored:
+        return str(stored)
+    head = str(getattr(line, "last_error", None) or "").split(":", 1)[0].strip()
+    return head if head.isidentifier() else None
+
+
+def _family(line: Any) -> ErrorFamily | None:
+    """The family of a line's last error (None for a line with no error recorded)."""
+    return errors.family_of(_error_class(line))
+
+
+_FINAL_FAMILIES = frozenset(f.family for f in errors.FAMILIES if f.final)
+
+
+def _is_final(line: Any) -> bool:
+    """Whether a retry cannot cure a line's last error, as :mod:`shipping.errors` says."""
+    return _family(line) in _FINAL_FAMILIES
+
+
+def _configuration_fix(line: Any) -> str:
+    """What to fix, naming the setting, for a line that failed on the configuration."""
+    if _error_class(line) == errors.WarehouseAuthError.__name__:
+        return (
+            f"fix the warehouse token the pipeline sends ({TOKEN_VAR}: one token that the "
+            f"warehouse accepts, see its {TOKENS_VAR}) and restart the pipeline (make up)"
+        )
+    return (
+        f"fix the pipeline's warehouse connection ({WAREHOUSE_CONN_VAR}: host, port and "
+        f"one token in {TOKEN_VAR}) and restart the pipeline (make up)"
+    )
 
 
 def _commands_for(order_id: str, failed: list[Any]) -> list[str]:
-    commands = []
-    outage = [line.line_id for line in failed if not _is_final(line.last_error)]
+    """What ends an order with these failed lines, by each line's error family.
+
+    A refusal: fix or cancel the line. A conflict: reconcile with repair, then retry.
+    The configuration: fix it (naming the setting), then retry; never fix or cancel,
+    the line is fine. The order itself (a ledger refusal): read its status, then retry.
+    An outage, a fenced try or a bug: retry.
+    """
+    commands: list[str] = []
+    retry_too = not failed
     for line in failed:
-        error = line.last_error or ""
-        if error.startswith("ShipmentConflict"):
-            commands.append(f"shipping reconcile {order_id}")
-        elif _is_final(error):
+        family = _family(line)
+        if family is ErrorFamily.REFUSED:
             commands.append(
                 f'shipping fix {order_id} --line {line.line_id} --sku NEW_SKU --reason "..."'
             )
             commands.append(f'shipping cancel {order_id} --line {line.line_id} --reason "..."')
-    if outage or not failed:
+        elif family is ErrorFamily.CONFLICT:
+            commands.append(f"shipping reconcile {order_id} --repair")
+            retry_too = True
+        elif family is ErrorFamily.CONFIGURATION:
+            commands.append(f"{_configuration_fix(line)}, then:")
+            retry_too = True
+        elif _is_final(line):  # the order itself: read why before retrying
+            commands.append(f"shipping status {order_id}")
+            retry_too = True
+        else:  # outage, fenced, bug, or no error recorded
+            retry_too = True
+    if retry_too:
         commands.append(f"shipping retry {order_id}")
-    return commands
-
-
-def _is_final(error: str | None) -> bool:
-    """Whether a line's last error (``"<ErrorClass>: ..."``) is one a retry cannot cure.
-
-    The error tree of :mod:`shipping.errors` decides, as it does for the pipeline: a
-    :class:`~shipping.errors.WarehouseRejected` is final, anything else may pass.
-    """
-    cls = getattr(errors, str(error or "").split(":", 1)[0], None)
-    return isinstance(cls, type) and issubclass(cls, errors.WarehouseRejected)
+    return list(dict.fromkeys(commands))
 
 
 def watch(
@@ -324,25 +552,34 @@ def watch(
                 run = api.get_run(DAG_ID, order.run_id if order and order.run_id else run_id)
                 if order is None and run is None:
                     raise CliError(f"unknown order {order_id!r}")
-                if order is not None:
-                    instances = (
-                        api.mapped_instances(DAG_ID, run["dag_run_id"], SHIP_TASK) if run else []
+                instances = api.task_instances(DAG_ID, run["dag_run_id"]) if run else []
+                intake, now = None, None
+                if order is None:
+                    assert run is not None
+                    intake = Intake(
+                        order_id, run_id, run.get("state"), _task_state(instances, INTAKE_TASK)
                     )
+                    text = intake.describe()
+                else:
                     now = progress(order, run, instances)
                     text = now.line()
-                    if live is not None:
-                        live.update(text)
-                    elif text != last:
-                        print(text, flush=True)
-                    last = text
-                    if now.state == "SHIPPED":
-                        _say(live, f"order {order_id} is SHIPPED")
-                        return EXIT_OK
-                    if now.needs:
-                        _say(live, f"order {order_id} needs an operator:")
-                        for command in now.needs:
-                            print(f"  {command}")
-                        return EXIT_OPERATOR
+                if live is not None:
+                    live.update(text)
+                elif text != last:
+                    print(text, flush=True)
+                last = text
+                if intake is not None and intake.failed:
+                    _say(live, f"order {order_id} needs an operator (intake failed):")
+                    print(f"  shipping retry {order_id}")
+                    return EXIT_OPERATOR
+                if now is not None and now.state == "SHIPPED":
+                    _say(live, f"order {order_id} is SHIPPED")
+                    return EXIT_OK
+                if now is not None and now.needs:
+                    _say(live, f"order {order_id} needs an operator:")
+                    for command in now.needs:
+                        print(f"  {command}")
+                    return EXIT_OPERATOR
                 if clock() > deadline:
                     _say(live, f"order {order_id}: still {last or 'waiting'} after {timeout:g} s")
                     return EXIT_DRIFT_OR_TIMEOUT
@@ -453,11 +690,15 @@ def reconcile(order_id: str | None, *, repair: bool, as_json: bool) -> int:
 
 # --------------------------------------------------------------------- main
 _EPILOG = {
-    "submit": "exit codes: 0 accepted or already accepted, 1 Airflow unreachable, 2 refused; "
+    "submit": "exit codes: 0 accepted or already accepted, 1 Airflow unreachable, 2 refused, "
+    "3 accepted before but its run failed at intake (prints `shipping retry ORDER_ID`); "
     "with --watch, those of watch",
-    "status": "exit codes: 0 shown, 1 unknown order or ledger unreachable",
+    "status": "exit codes: 0 shown, 1 unknown order or ledger unreachable, 3 not in the "
+    "ledger because its run failed at intake (prints `shipping retry ORDER_ID`)",
     "retry": "exit codes: 0 retried or nothing to retry, 1 unknown order or line, or "
-    "Airflow unreachable",
+    "Airflow unreachable. Clears the failed lines and the reducer; with no failed line, a "
+    "failed reducer alone; for an order whose run failed at intake, register_order and "
+    "everything after it",
     "watch": "exit codes: 0 done, 1 unknown order or unreachable, 3 needs an operator "
     "(prints the command to run), 4 timeout",
     "fix": "exit codes: 0 fixed and retried, 1 unknown order or line, or unreachable, "

@@ -19,7 +19,15 @@ and restarts. State and logs live in one folder, ``.stack/`` at the project root
 
 Credentials come from ``AIRFLOW_ADMIN_PASSWORD``, ``WAREHOUSE_API_TOKEN`` and
 ``WAREHOUSE_ADMIN_TOKEN`` when set; otherwise they are generated once, kept in the state
-folder (mode 0600) and printed.
+folder (mode 0600) and printed. ``WAREHOUSE_API_TOKEN`` is the one token the pipeline and
+the ``shipping`` command send (a list is refused); ``WAREHOUSE_API_TOKENS``, when set,
+is what the warehouse accepts instead (``NEW,OLD`` while rotating), kept likewise.
+
+Changed warehouse tokens are honoured by ``up`` on a running stack too: the warehouse
+restarts when the tokens it accepts (or its admin token) change, Airflow's components
+(and workers) when the token the pipeline sends changes; nothing else restarts. On a
+stopped stack the next ``up`` starts with them. A variable left unset keeps the value
+the stack last ran with.
 """
 
 from __future__ import annotations
@@ -44,7 +52,13 @@ from pathlib import Path
 import requests
 from sqlalchemy.engine import make_url
 
-from shipping.connections import ledger_connection, warehouse_connection
+from shipping.connections import (
+    TOKEN_VAR,
+    TOKENS_VAR,
+    ledger_connection,
+    single_token,
+    warehouse_connection,
+)
 from shipping.contract import (
     AIRFLOW_ADMIN_USER,
     AIRFLOW_DATABASE,
@@ -58,6 +72,7 @@ from shipping.contract import (
     WAREHOUSE_POOL_SLOTS,
     WAREHOUSE_PORT,
 )
+from shipping.errors import ConnectionConfigError
 from shipping.ops import airflow_tuning, localpg
 from shipping.ops.executor import WORKER_NAME_VAR, ExecutorSettings, redis_server_binary
 from shipping.ops.settings import SettingsError
@@ -104,6 +119,42 @@ RECOVERY_SETTINGS: Mapping[str, str] = {
 
 class StackError(RuntimeError):
     """The stack could not be started or stopped; the message says why and where to look."""
+
+
+ADMIN_TOKEN_VAR = "WAREHOUSE_ADMIN_TOKEN"
+#: The file (in the state folder, 0600) keeping ``WAREHOUSE_API_TOKENS`` once set.
+ACCEPTED_TOKENS_FILE = "warehouse_api_tokens"
+WAREHOUSE_CONN_VAR = f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"
+
+
+@dataclass(frozen=True)
+class WarehouseTokens:
+    """The token the pipeline sends, the tokens the warehouse accepts, the admin token.
+
+    Attributes:
+        client: ``WAREHOUSE_API_TOKEN``: one token, sent by the pipeline and the CLI.
+        accepted: ``WAREHOUSE_API_TOKENS`` (comma-separated), or None: the warehouse
+            then accepts ``client`` alone.
+        admin: ``WAREHOUSE_ADMIN_TOKEN``.
+    """
+
+    client: str
+    accepted: str | None
+    admin: str
+
+    @property
+    def warehouse_accepts(self) -> str:
+        """What the warehouse accepts, as it reads it."""
+        return self.accepted or self.client
+
+    def warehouse_env(self) -> dict[str, str | None]:
+        """The warehouse service's token variables (None: removed)."""
+        return {TOKEN_VAR: self.client, TOKENS_VAR: self.accepted, ADMIN_TOKEN_VAR: self.admin}
+
+    def pipeline_env(self, warehouse_url: str) -> dict[str, str | None]:
+        """An Airflow component's: the connection with the one token; never the list."""
+        connection = json.dumps(warehouse_connection(warehouse_url, self.client))
+        return {WAREHOUSE_CONN_VAR: connection, TOKEN_VAR: self.client, TOKENS_VAR: None}
 
 
 @dataclass(frozen=True)
@@ -290,6 +341,7 @@ class Stack:
             StackError: Something did not start (a fresh start is stopped again).
         """
         state = self.state()
+        self._check_client_token(state)
         if state is not None and self.supervisor.alive():
             return self._up_missing(state)
         if swept := self.supervisor.sweep_dead():
@@ -324,7 +376,7 @@ class Stack:
             self.echo("Starting the project's own PostgreSQL ...")
             self._start_postgres()
         state = self._prepare(pg.url if pg is not None else None)
-        self._save(state)
+        self._save_tokens(state, self._tokens(state))
         if self.executor.celery and self.executor.redis_url is None:
             self.echo("Starting the Redis broker ...")
             self.supervisor.start("redis")
@@ -350,6 +402,7 @@ class Stack:
 
     def _up_missing(self, state: StackState) -> StackState:
         self._scale_workers(state)
+        self._apply_tokens(state)
         missing = [s.name for s in self.services() if s.state not in UP_STATES]
         if not missing:
             self._wait_healthy(state)
@@ -368,6 +421,85 @@ class Stack:
         self._save(state)
         self.echo(f"The stack is up.\n{self.describe(state)}")
         return state
+
+    def _check_client_token(self, previous: StackState | None) -> None:
+        """Refuse, before anything starts, a ``WAREHOUSE_API_TOKEN`` that is a list."""
+        if self.env.get(TOKEN_VAR):
+            token, source = self.env[TOKEN_VAR], TOKEN_VAR
+        elif previous is not None:
+            token = previous.warehouse_api_token
+            source = f"{TOKEN_VAR} as the stack last ran ({self.dir / 'state.json'})"
+        else:
+            return
+        try:
+            single_token(token, source=source)
+        except ConnectionConfigError as exc:
+            raise StackError(str(exc)) from None
+
+    def _saved_accepted(self) -> str | None:
+        """``WAREHOUSE_API_TOKENS`` as the stack last ran with it (None: never set)."""
+        path = self.dir / ACCEPTED_TOKENS_FILE
+        if not path.exists():
+            return None
+        return path.read_text().strip() or None
+
+    def _tokens(self, state: StackState) -> WarehouseTokens:
+        """The warehouse tokens: each variable set now, else what the stack ran with."""
+        tokens = WarehouseTokens(
+            client=self.env.get(TOKEN_VAR) or state.warehouse_api_token,
+            accepted=self.env.get(TOKENS_VAR) or self._saved_accepted(),
+            admin=self.env.get(ADMIN_TOKEN_VAR) or state.warehouse_admin_token,
+        )
+        accepted = [t.strip() for t in tokens.warehouse_accepts.split(",")]
+        if tokens.client not in accepted:
+            self.echo(
+                f"warning: {TOKEN_VAR} is not among the {TOKENS_VAR} the warehouse accepts: "
+                "the warehouse will refuse the pipeline"
+            )
+        return tokens
+
+    def _save_tokens(self, state: StackState, tokens: WarehouseTokens) -> None:
+        state.warehouse_api_token = tokens.client
+        state.warehouse_admin_token = tokens.admin
+        self._save(state)
+        path = self.dir / ACCEPTED_TOKENS_FILE
+        if tokens.accepted:
+            write_private(path, tokens.accepted + "\n")
+        else:
+            path.unlink(missing_ok=True)
+
+    def _apply_tokens(self, state: StackState) -> None:
+        """Honour changed warehouse tokens on a running stack, restarting only what reads
+        them: the warehouse for what it accepts, Airflow for what the pipeline sends."""
+        old = WarehouseTokens(
+            state.warehouse_api_token, self._saved_accepted(), state.warehouse_admin_token
+        )
+        new = self._tokens(state)
+        if new == old:
+            return
+        self._save_tokens(state, new)
+        run = self.supervisor.run_dir
+        restart: list[str] = []
+        self._patch_env_file(run / "warehouse.env.json", new.warehouse_env())
+        if (new.warehouse_accepts, new.admin) != (old.warehouse_accepts, old.admin):
+            restart.append("warehouse")
+        pipeline = new.pipeline_env(state.warehouse_url)
+        workers = [s.name for s in self.services() if s.name.startswith("worker-")]
+        for name in ["airflow", *workers]:
+            self._patch_env_file(run / f"{name}.env.json", pipeline)
+        if new.client != old.client:
+            restart += [*AIRFLOW_COMPONENTS, *workers]
+        for name in restart:
+            self.echo(f"Restarting {name} with the changed warehouse tokens ...")
+            self.supervisor.stop(name)
+            self.supervisor.start(name)
+
+    @staticmethod
+    def _patch_env_file(path: Path, values: Mapping[str, str | None]) -> None:
+        """Set (None: remove) these variables in a service's environment file, keeping the
+        rest as the stack was started."""
+        current = json.loads(path.read_text()) if path.exists() else {}
+        write_private(path, json.dumps(current | dict(values), indent=2))
 
     def _running_executor(self, state: StackState) -> ExecutorSettings:
         """The executor settings for a stack that runs: what the environment leaves unset
@@ -525,6 +657,9 @@ class Stack:
             envs[name] = worker_env(airflow) | {WORKER_NAME_VAR: name}
         for name, env in envs.items():
             extra: dict[str, str | None] = {k: v for k, v in env.items() if base.get(k) != v}
+            # The token variables are always written: a value equal to this shell's must
+            # still override what supervisord's own environment (an earlier shell) holds.
+            extra |= {k: env.get(k) for k in (TOKEN_VAR, TOKENS_VAR)}
             # What supervisord's own environment holds but this service must not see.
             extra |= dict.fromkeys(base.keys() - env.keys())
             write_private(run / f"{name}.env.json", json.dumps(extra, indent=2))
@@ -558,9 +693,7 @@ class Stack:
         admin_password = credential(
             "AIRFLOW_ADMIN_PASSWORD", previous.admin_password if previous else None
         )
-        api_token = credential(
-            "WAREHOUSE_API_TOKEN", previous.warehouse_api_token if previous else None
-        )
+        api_token = credential(TOKEN_VAR, previous.warehouse_api_token if previous else None)
         admin_token = credential(
             "WAREHOUSE_ADMIN_TOKEN", previous.warehouse_admin_token if previous else None
         )
@@ -627,9 +760,15 @@ class Stack:
             .set(database=self.db_prefix + WAREHOUSE_DATABASE)
             .render_as_string(hide_password=False)
         )
-        env["WAREHOUSE_API_TOKEN"] = state.warehouse_api_token
-        env["WAREHOUSE_ADMIN_TOKEN"] = state.warehouse_admin_token
+        for name, value in self._tokens_of(state).warehouse_env().items():
+            _set_or_drop(env, name, value)
         return env
+
+    def _tokens_of(self, state: StackState) -> WarehouseTokens:
+        """The tokens the stack runs with (as saved; see :meth:`_tokens` for new ones)."""
+        return WarehouseTokens(
+            state.warehouse_api_token, self._saved_accepted(), state.warehouse_admin_token
+        )
 
     def _airflow_env(self, state: StackState) -> dict[str, str]:
         home = self.dir / "airflow"
@@ -670,14 +809,13 @@ class Stack:
                     self.ports.scheduler_health
                 ),
                 **RECOVERY_SETTINGS,
-                f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}": json.dumps(
-                    warehouse_connection(state.warehouse_url, state.warehouse_api_token)
-                ),
                 f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}": json.dumps(
                     ledger_connection(state.ledger_url)
                 ),
             }
         )
+        for name, value in self._tokens_of(state).pipeline_env(state.warehouse_url).items():
+            _set_or_drop(env, name, value)
         if state.executor == "celery":
             env.update(celery_settings(state.broker_url, state.celery_concurrency))
         env.update(airflow_tuning.airflow_env(self.env, celery=state.executor == "celery"))
@@ -802,6 +940,13 @@ class Stack:
         )
         self.echo(self.describe(state))
         return 0 if all(s.running for s in services) else 1
+
+
+def _set_or_drop(env: dict[str, str], name: str, value: str | None) -> None:
+    if value is None:
+        env.pop(name, None)
+    else:
+        env[name] = value
 
 
 def _duration(seconds: float) -> str:

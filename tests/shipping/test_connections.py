@@ -114,3 +114,16 @@ def test_warehouse_connection_round_trips_to_the_same_base_url() -> None:
     conn = Conn(**{"conn_id": "c", **warehouse_connection("http://127.0.0.1:8081", "tok-123456")})
     with warehouse_client(conn) as client:
         assert client.base_url == "http://127.0.0.1:8081"
+
+
+def test_a_connection_holding_a_token_list_is_refused_naming_the_accepted_tokens() -> None:
+    """A password "NEW,OLD" would be sent as one bearer: refused, naming WAREHOUSE_API_TOKENS."""
+    with pytest.raises(ConnectionConfigError, match="WAREHOUSE_API_TOKENS") as refused:
+        warehouse_client(Conn(password="new-token-123,old-token-456"))
+    assert "'test_conn'" in str(refused.value)
+
+
+def test_a_connection_is_not_built_from_a_token_list() -> None:
+    """The stack's AIRFLOW_CONN_WAREHOUSE_API is never built from "NEW,OLD"."""
+    with pytest.raises(ConnectionConfigError, match="WAREHOUSE_API_TOKENS"):
+        warehouse_connection("http://127.0.0.1:8081", "new-token-123,old-token-456")

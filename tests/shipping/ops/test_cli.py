@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from shipping import errors
+from shipping.errors import ErrorFamily
 from shipping.ledger import LineState, LineStatus, OrderState, OrderStatus
 from shipping.ops import cli
+from shipping.ops.airflow_api import TriggerOutcome, TriggerStatus
 from shipping.ops.samples import sample_order
 
 
@@ -198,3 +205,302 @@ def test_a_rejected_order_needs_a_new_order() -> None:
     """Nothing to retry: the operator is told to post a corrected order."""
     now = cli.progress(_order(state="REJECTED"), {"state": "failed"}, [])
     assert "new order_id" in now.needs[0]
+
+
+# === advice by error family, retry's decisions (a fake Airflow and ledger) ==============
+
+
+@dataclass(frozen=True)
+class ClassedLine:
+    """A line as the ledger reads it once it stores its last error's class."""
+
+    line_id: str
+    state: str
+    last_error: str | None
+    error_class: str | None
+    error_final: bool | None = None
+
+
+#: A class of each family, and what its failed line must and must not be told.
+FAMILY_ADVICE = {
+    ErrorFamily.REFUSED: ("SkuRefused", ["shipping fix O-1 --line 2", "shipping cancel O-1"], []),
+    ErrorFamily.CONFLICT: (
+        "ShipmentConflict",
+        ["shipping reconcile O-1 --repair", "shipping retry O-1"],
+        ["shipping fix", "shipping cancel"],
+    ),
+    ErrorFamily.CONFIGURATION: (
+        "WarehouseAuthError",
+        ["WAREHOUSE_API_TOKEN", "WAREHOUSE_API_TOKENS", "shipping retry O-1"],
+        ["shipping fix", "shipping cancel"],
+    ),
+    ErrorFamily.OUTAGE: ("WarehouseServerError", ["shipping retry O-1"], ["shipping fix"]),
+    ErrorFamily.FENCED: ("LineFenced", ["shipping retry O-1"], ["shipping fix"]),
+    ErrorFamily.BUG: ("KeyError", ["shipping retry O-1"], ["shipping fix"]),
+    ErrorFamily.ORDER: (
+        "OrderNotFound",
+        ["shipping status O-1", "shipping retry O-1"],
+        ["shipping fix"],
+    ),
+}
+
+
+def test_every_error_family_has_its_advice() -> None:
+    """The advice table below covers each family of shipping.errors."""
+    assert set(FAMILY_ADVICE) == set(ErrorFamily)
+    assert {errors.family_of(name) for name, _, _ in FAMILY_ADVICE.values()} == set(ErrorFamily)
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["error_class", "last_error_prefix"])
+@pytest.mark.parametrize("family", list(ErrorFamily))
+def test_watch_advises_by_the_error_family_of_a_failed_line(
+    family: ErrorFamily, stored: bool
+) -> None:
+    """Each family gets its commands, read from error_class or, before it, the message."""
+    error_class, wanted, unwanted = FAMILY_ADVICE[family]
+    error = f"{error_class}: it went wrong"
+    line: Any = (
+        ClassedLine("2", "FAILED", "warehouse answered: wording that changed", error_class)
+        if stored
+        else _line("2", "FAILED", error)
+    )
+    order = _order(_line("1", "SHIPPED"), line)
+    instances = [{"map_index": 1, "state": "failed", "try_number": 1}]
+    needs = "\n".join(cli.progress(order, {"state": "failed"}, instances).needs)
+    for command in wanted:
+        assert command in needs
+    for command in unwanted:
+        assert command not in needs
+
+
+@pytest.mark.parametrize(
+    ("cls", "final"),
+    [(cls, family.final) for family in errors.FAMILIES for cls in family.classes],
+    ids=lambda value: getattr(value, "__name__", str(value)),
+)
+def test_a_line_error_is_final_exactly_when_its_family_is(cls: type, final: bool) -> None:
+    """Finality comes from shipping.errors for every class it names, by name alone."""
+    assert cli._is_final(ClassedLine("1", "FAILED", "any text", cls.__name__)) is final
+    assert cli._is_final(_line("1", "FAILED", f"{cls.__name__}: any text")) is final
+
+
+def test_a_connection_error_names_the_pipeline_connection() -> None:
+    """A request that cannot be built points at AIRFLOW_CONN_WAREHOUSE_API, then retry."""
+    order = _order(_line("1", "FAILED", "RequestNotSent: invalid header"))
+    needs = cli.progress(order, {"state": "failed"}, [{"map_index": 0, "state": "failed"}]).needs
+    assert "AIRFLOW_CONN_WAREHOUSE_API" in needs[0]
+    assert needs[-1] == "shipping retry O-1"
+
+
+def test_only_a_failed_reducer_needs_retry_and_says_so() -> None:
+    """Every line shipped, finalize_order failed: watch names `shipping retry` and why."""
+    order = _order(_line("1", "SHIPPED"), _line("2", "SHIPPED"))
+    instances = [
+        {"task_id": "ship_item", "map_index": 0, "state": "success"},
+        {"task_id": "ship_item", "map_index": 1, "state": "success"},
+        {"task_id": "finalize_order", "map_index": -1, "state": "failed"},
+    ]
+    now = cli.progress(order, {"state": "failed"}, instances)
+    assert now.needs == ["shipping retry O-1"]
+    assert "finalize_order failed" in now.line()
+
+
+class FakeAirflow:
+    """The calls of AirflowClient the commands make, recorded; runs and instances given."""
+
+    def __init__(self, run: dict[str, Any] | None, instances: list[dict[str, Any]]) -> None:
+        self.run = run
+        self.instances = instances
+        self.cleared: list[tuple[str, list[Any]]] = []
+
+    def __enter__(self) -> FakeAirflow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def get_run(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        return self.run
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.instances
+
+    def mapped_instances(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        return [ti for ti in self.instances if ti["task_id"] == task_id]
+
+    def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[Any]:
+        self.cleared.append(("tasks", list(task_ids)))
+        return []
+
+    def clear_mapped(self, dag_id: str, run_id: str, task_id: str, indexes: list[int]) -> list[Any]:
+        self.cleared.append((task_id, list(indexes)))
+        return []
+
+    def trigger(self, dag_id: str, run_id: str, conf: Any) -> TriggerOutcome:
+        return TriggerOutcome(TriggerStatus.EXISTS, 409, run=self.run)
+
+
+class FakeLedger:
+    def __init__(self, order: Any) -> None:
+        self.order = order
+
+    def get_order(self, order_id: str) -> Any:
+        return self.order
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeAirflow]:
+    """Point the commands at a fake ledger holding ``order`` and a fake Airflow."""
+
+    def install(
+        order: Any, run: dict[str, Any] | None, instances: list[dict[str, Any]]
+    ) -> FakeAirflow:
+        api = FakeAirflow(run, instances)
+        monkeypatch.setattr(cli, "_airflow", lambda: api)
+        monkeypatch.setattr(cli, "_ledger", lambda: contextlib.nullcontext(FakeLedger(order)))
+        monkeypatch.setattr(cli.time, "sleep", lambda _: None)
+        return api
+
+    return install
+
+
+def _ti(task_id: str, state: str, map_index: int = -1) -> dict[str, Any]:
+    return {"task_id": task_id, "map_index": map_index, "state": state, "try_number": 3}
+
+
+INTAKE_FAILED_RUN = {"dag_run_id": "order-O-1", "state": "failed", "conf": sample_order("O-1", 1)}
+INTAKE_FAILED = [_ti("register_order", "failed"), _ti("ship_item", "upstream_failed")]
+
+
+def test_retry_clears_only_the_failed_reducer_when_every_line_is_done(
+    fake: Callable[..., FakeAirflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No failed line, finalize_order failed: it alone is cleared, exit 0."""
+    order = _order(_line("1", "SHIPPED"), _line("2", "CANCELLED"))
+    api = fake(
+        order,
+        {"dag_run_id": "order-O-1", "state": "failed"},
+        [_ti("ship_item", "success", 0), _ti("ship_item", "success", 1)]
+        + [_ti("register_order", "success"), _ti("finalize_order", "failed")],
+    )
+    assert cli.main(["retry", "O-1"]) == cli.EXIT_OK
+    assert api.cleared == [("tasks", ["finalize_order"])]
+    assert "retrying finalize_order" in capsys.readouterr().out
+
+
+def test_retry_clears_nothing_while_the_reducer_has_not_failed(
+    fake: Callable[..., FakeAirflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reducer still running is left alone: nothing to retry."""
+    order = _order(_line("1", "SHIPPED"))
+    api = fake(
+        order,
+        {"dag_run_id": "order-O-1", "state": "running"},
+        [_ti("ship_item", "success", 0), _ti("finalize_order", "up_for_retry")],
+    )
+    assert cli.main(["retry", "O-1"]) == cli.EXIT_OK
+    assert api.cleared == []
+    assert "nothing to retry" in capsys.readouterr().out
+
+
+def test_retry_says_the_configuration_comes_first_and_still_clears(
+    fake: Callable[..., FakeAirflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line failed on the token: retry names WAREHOUSE_API_TOKEN, then clears the line."""
+    order = _order(_line("1", "FAILED", "WarehouseAuthError: warehouse answered 401"))
+    api = fake(
+        order,
+        {"dag_run_id": "order-O-1", "state": "failed"},
+        [_ti("ship_item", "failed", 0), _ti("finalize_order", "upstream_failed")],
+    )
+    assert cli.main(["retry", "O-1"]) == cli.EXIT_OK
+    assert api.cleared == [("ship_item", [0])]
+    out = capsys.readouterr().out
+    assert "failed on the configuration" in out
+    assert "WAREHOUSE_API_TOKEN" in out
+
+
+def test_retry_of_an_order_lost_at_intake_clears_register_order(
+    fake: Callable[..., FakeAirflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not in the ledger, its run failed at register_order: that task and downstream clear."""
+    api = fake(None, INTAKE_FAILED_RUN, INTAKE_FAILED)
+    assert cli.main(["retry", "O-1"]) == cli.EXIT_OK
+    assert api.cleared == [("tasks", ["register_order"])]
+    assert "failed at intake" in capsys.readouterr().out
+
+
+def test_retry_of_an_order_neither_the_ledger_nor_airflow_knows_exits_1(
+    fake: Callable[..., FakeAirflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unknown everywhere: exit 1 and the order's id."""
+    fake(None, None, [])
+    assert cli.main(["retry", "O-1"]) == cli.EXIT_NOT_FOUND
+    assert "unknown order 'O-1'" in capsys.readouterr().err
+
+
+def test_submit_again_of_an_order_lost_at_intake_names_retry(
+    fake: Callable[..., FakeAirflow], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a bare "already accepted": exit 3 and `shipping retry ORDER_ID`."""
+    fake(None, INTAKE_FAILED_RUN, INTAKE_FAILED)
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps(sample_order("O-1", 1)))
+    assert cli.main(["submit", str(path)]) == cli.EXIT_OPERATOR
+    out = capsys.readouterr().out
+    assert "failed at intake" in out
+    assert "shipping retry O-1" in out
+    assert "already accepted" not in out
+
+
+def test_status_of_an_order_lost_at_intake_says_what_is_known(
+    fake: Callable[..., FakeAirflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run exists and intake failed: said, with the command, exit 3; in JSON too."""
+    fake(None, INTAKE_FAILED_RUN, INTAKE_FAILED)
+    assert cli.main(["status", "O-1"]) == cli.EXIT_OPERATOR
+    assert "shipping retry O-1" in capsys.readouterr().out
+    assert cli.main(["status", "O-1", "--json"]) == cli.EXIT_OPERATOR
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["run_id"], doc["intake"], doc["needs"]) == (
+        "order-O-1",
+        "failed",
+        ["shipping retry O-1"],
+    )
+
+
+def test_watch_of_an_order_lost_at_intake_needs_an_operator(
+    fake: Callable[..., FakeAirflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 3 naming `shipping retry`, at once, not a timeout."""
+    fake(None, INTAKE_FAILED_RUN, INTAKE_FAILED)
+    assert cli.watch("O-1", timeout=0, interactive=False) == cli.EXIT_OPERATOR
+    assert "shipping retry O-1" in capsys.readouterr().out
+
+
+def test_watch_waits_while_intake_is_retried(
+    fake: Callable[..., FakeAirflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """register_order up for retry is not a failure yet: watch goes on (here: times out)."""
+    fake(
+        None,
+        {"dag_run_id": "order-O-1", "state": "running"},
+        [_ti("register_order", "up_for_retry")],
+    )
+    assert cli.watch("O-1", timeout=0, interactive=False) == cli.EXIT_DRIFT_OR_TIMEOUT
+    assert "not in the ledger yet" in capsys.readouterr().out
+
+
+def test_the_command_refuses_a_token_list_naming_the_accepted_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WAREHOUSE_API_TOKEN=NEW,OLD is never sent as one bearer: exit 1 naming TOKENS."""
+    from shipping.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Ledger.from_url(url).create_schema()
+    monkeypatch.setenv("SHIPPING_LEDGER_URL", url)
+    monkeypatch.setenv("SHIPPING_WAREHOUSE_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("WAREHOUSE_API_TOKEN", "new-token-123,old-token-456")
+    assert cli.main(["reconcile", "--all"]) == cli.EXIT_NOT_FOUND
+    assert "WAREHOUSE_API_TOKENS" in capsys.readouterr().err

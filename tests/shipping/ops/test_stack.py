@@ -330,3 +330,120 @@ def test_a_bad_executor_setting_is_refused_naming_the_variable(tmp_path: Path) -
     """The stack refuses to build with SHIPPING_EXECUTOR=kubernetes."""
     with pytest.raises(StackError, match="SHIPPING_EXECUTOR"):
         stack_at(tmp_path, SHIPPING_EXECUTOR="kubernetes")
+
+
+# === warehouse tokens: one sent, a list accepted, changes honoured ======================
+
+
+@pytest.mark.parametrize("source", ["env", "state"])
+def test_a_token_list_in_warehouse_api_token_is_refused_before_anything_starts(
+    tmp_path: Path, source: str
+) -> None:
+    """WAREHOUSE_API_TOKEN=NEW,OLD (set now, or kept from an old stack): refused at start,
+    naming WAREHOUSE_API_TOKENS; supervisord never starts."""
+    env = {"WAREHOUSE_API_TOKEN": "new-token-123,old-token-456"} if source == "env" else {}
+    if source == "state":
+        state = json.loads(STATE.to_json()) | {"warehouse_api_token": "new-token-1,old-token-2"}
+        (tmp_path / "state.json").write_text(json.dumps(state))
+    stack = stack_at(tmp_path, **env)
+    with pytest.raises(StackError, match="WAREHOUSE_API_TOKENS"):
+        stack.up()
+    assert not stack.supervisor.config.exists()
+
+
+def _env_files(stack: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
+    run = stack.supervisor.run_dir
+    warehouse = json.loads((run / "warehouse.env.json").read_text())
+    airflow = json.loads((run / "airflow.env.json").read_text())
+    return warehouse, airflow
+
+
+def test_the_warehouse_accepts_the_token_list_and_the_pipeline_sends_one_token(
+    tmp_path: Path,
+) -> None:
+    """WAREHOUSE_API_TOKENS goes to the warehouse alone; the connection holds the one token."""
+    stack = stack_at(
+        tmp_path, WAREHOUSE_API_TOKEN="new-token-123", WAREHOUSE_API_TOKENS="new-token-123,old-1"
+    )
+    state = StackState.from_json(STATE.to_json())
+    stack._save_tokens(state, stack._tokens(state))
+    stack._write_env_files(state, ExecutorSettings())
+    warehouse, airflow = _env_files(stack)
+    assert warehouse["WAREHOUSE_API_TOKENS"] == "new-token-123,old-1"
+    assert warehouse["WAREHOUSE_API_TOKEN"] == "new-token-123"
+    assert json.loads(airflow["AIRFLOW_CONN_WAREHOUSE_API"])["password"] == "new-token-123"
+    assert airflow["WAREHOUSE_API_TOKENS"] is None  # removed: the pipeline never sees it
+    assert stack.state() is not None
+    assert stack.state().warehouse_api_token == "new-token-123"  # type: ignore[union-attr]
+
+
+class RecordingSupervisor:
+    """What _apply_tokens asks of supervisord, recorded."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.restarted: list[str] = []
+
+    def services(self) -> list[Any]:
+        return []
+
+    def stop(self, name: str) -> None:
+        pass
+
+    def start(self, name: str) -> None:
+        self.restarted.append(name)
+
+
+@pytest.mark.parametrize(
+    ("step", "env", "restarted"),
+    [
+        ("nothing changed", {}, []),
+        (
+            "1: the warehouse accepts NEW,OLD",
+            {"WAREHOUSE_API_TOKENS": "new-1234,old-1234"},
+            ["warehouse"],
+        ),
+        (
+            "2: the pipeline sends NEW",
+            {"WAREHOUSE_API_TOKENS": "new-1234,old-1234", "WAREHOUSE_API_TOKEN": "new-1234"},
+            list(AIRFLOW_COMPONENTS),
+        ),
+        (
+            "3: the warehouse accepts NEW alone",
+            {"WAREHOUSE_API_TOKENS": "new-1234", "WAREHOUSE_API_TOKEN": "new-1234"},
+            ["warehouse"],
+        ),
+    ],
+)
+def test_a_running_stack_restarts_only_what_reads_a_changed_token(
+    tmp_path: Path, step: str, env: dict[str, str], restarted: list[str]
+) -> None:
+    """Each rotation step, as `make up` on a running stack: env files and restarts."""
+    before = {
+        "nothing changed": ("old-1234", None),
+        "1: the warehouse accepts NEW,OLD": ("old-1234", None),
+        "2: the pipeline sends NEW": ("old-1234", "new-1234,old-1234"),
+        "3: the warehouse accepts NEW alone": ("new-1234", "new-1234,old-1234"),
+    }[step]
+    state = StackState.from_json(STATE.to_json())
+    first = stack_at(
+        tmp_path,
+        WAREHOUSE_API_TOKEN=before[0],
+        **({"WAREHOUSE_API_TOKENS": before[1]} if before[1] else {}),
+    )
+    first._save_tokens(state, first._tokens(state))
+    first._write_env_files(state, ExecutorSettings())
+    stack = stack_at(tmp_path, **env)
+    supervisor = RecordingSupervisor(stack.supervisor.run_dir)
+    stack.supervisor = supervisor  # type: ignore[assignment]
+    stack._apply_tokens(state)
+    assert supervisor.restarted == restarted
+    warehouse, airflow = _env_files(stack)
+    accepted = env.get("WAREHOUSE_API_TOKENS", before[1])
+    client = env.get("WAREHOUSE_API_TOKEN", before[0])
+    assert (warehouse.get("WAREHOUSE_API_TOKENS"), warehouse["WAREHOUSE_API_TOKEN"]) == (
+        accepted,
+        client,
+    )
+    assert json.loads(airflow["AIRFLOW_CONN_WAREHOUSE_API"])["password"] == client
+    assert stack.state().warehouse_api_token == client  # type: ignore[union-attr]
