@@ -22,6 +22,7 @@ its order condition breaks an invariant.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import uuid
@@ -237,13 +238,11 @@ class ExactlyOnce(RuleBasedStateMachine):
     @rule(order=st.integers(0, 1))
     def finalize(self, order: int) -> None:
         """The reducer runs (it finalizes only when every line is done)."""
-        try:
+        with contextlib.suppress(LedgerError):
             pipeline.finalize(self.ledger, self.orders[order]["order_id"], [])
-        except LedgerError:
-            pass
 
     def _amend(self, order: int, line_id: str, action: Amendment, **new: Any) -> None:
-        try:
+        with contextlib.suppress(AmendmentRefused):
             amend_line(
                 self.ledger,
                 self.client,
@@ -254,8 +253,6 @@ class ExactlyOnce(RuleBasedStateMachine):
                 reason="property test",
                 **new,
             )
-        except AmendmentRefused:
-            pass
 
     # ------------------------------------------------------------- invariants
     @invariant()
@@ -286,9 +283,7 @@ def check_line_invariants(ledger: Ledger, warehouse: WarehouseHandle, doc: dict[
     assert status is not None
     shipments = warehouse.shipments(doc["order_id"])
     for line in status.lines:
-        live = [
-            s for s in shipments if s["line_id"] == line.line_id and s["status"] != "cancelled"
-        ]
+        live = [s for s in shipments if s["line_id"] == line.line_id and s["status"] != "cancelled"]
         where = f"order {doc['order_id']} line {line.line_id} ({line.state})"
         assert len(live) <= 1, f"I1: {where} has {len(live)} live shipments: {live}"
         if line.state is LineState.SHIPPED:
