@@ -104,7 +104,7 @@ class SteppedTry:
                 try_number=self.machine.next_try_number(),
             )
             self._events.put(("done", result))
-        except BaseException as exc:  # noqa: BLE001 - the outcome of the try, whatever it is
+        except BaseException as exc:  # the outcome of the try, whatever it is
             self._events.put(("raised", exc))
 
     def gate(self, name: str) -> str:
@@ -329,7 +329,7 @@ def settle(ledger: Ledger, client: WarehouseClient, doc: dict[str, Any]) -> None
                     line={"line_id": line.line_id, "sku": item["sku"], "quantity": 1},
                     try_number=1000,
                 )
-            except Exception:  # noqa: BLE001 - the next round or the assertion says more
+            except Exception:  # the next round or the assertion says more
                 reconcile(ledger, client, [order_id], fix=True)
     summary = pipeline.finalize(ledger, order_id, [])
     assert summary["state"] == OrderState.SHIPPED, f"I4: order {order_id} did not end: {summary}"
