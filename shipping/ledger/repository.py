@@ -558,7 +558,7 @@ class Ledger:
                 if refusal := _void_refusal(line, void_key):
                     raise AmendmentRefused(order_id, line_id, refusal)
                 if void_key == line.idempotency_key:
-                    values.update(_next_key(line))
+                    values.update(_next_key(line), error_final=False)
             else:
                 if order.state in (OrderState.SHIPPED, OrderState.REJECTED):
                     raise AmendmentRefused(order_id, line_id, f"the order is {order.state}")
@@ -574,7 +574,8 @@ class Ledger:
                     )
                     if new == (line.sku, line.quantity):
                         raise AmendmentRefused(order_id, line_id, "the fix changes nothing")
-                    values.update(sku=new[0], quantity=new[1], **_next_key(line))
+                    # The refusal was of the old content: not final for the fixed line.
+                    values.update(sku=new[0], quantity=new[1], error_final=False, **_next_key(line))
             values["void_key"] = void_key
             conn.execute(
                 sa.insert(line_amendments).values(

@@ -510,6 +510,18 @@ def _commands_for(order_id: str, failed: list[Any]) -> list[str]:
     retry_too = not failed
     for line in failed:
         family = _family(line)
+        if (
+            getattr(line, "void_key", None)
+            or str(line.state) == "CANCELLING"
+            or (
+                getattr(line, "error_final", None) is False
+                and family in (ErrorFamily.REFUSED, ErrorFamily.CONFLICT)
+            )
+        ):
+            # Amended since it failed (its error is no longer final for it as it stands),
+            # or an amendment's void is pending: the line's next try finishes the job.
+            retry_too = True
+            continue
         if family is ErrorFamily.REFUSED:
             commands.append(
                 f'shipping fix {order_id} --line {line.line_id} --sku NEW_SKU --reason "..."'

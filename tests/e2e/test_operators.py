@@ -126,7 +126,7 @@ def test_a_refused_line_needs_an_operator_and_a_fix_completes_the_order(
         "NOPE-2",
     )
     [line2] = [s for s in stack.warehouse.list_shipments(doc["order_id"]) if s["line_id"] == "2"]
-    assert (line2["sku"], line2["idempotency_key"]) == ("MUG-BLUE", f"{doc['order_id']}:2")
+    assert (line2["sku"], line2["idempotency_key"]) == ("MUG-BLUE", f"{doc['order_id']}:2#1")
     text = stack.shipping("status", doc["order_id"]).stdout
     assert "fix of line 2 by" in text
     assert f"NOPE-2 x{quantity} -> MUG-BLUE x{quantity} (SKU renamed)" in text
