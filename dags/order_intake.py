@@ -84,14 +84,21 @@ def order_intake() -> None:
 
         context = get_current_context()
         context["line_label"] = pipeline.line_label(line)  # rendered as the instance name
-        with warehouse() as client:
+        book, try_number = ledger(), context["ti"].try_number
+        with pipeline.line_client(
+            book,
+            warehouse,
+            order_id=order["order_id"],
+            line_id=line["line_id"],
+            try_number=try_number,
+        ) as client:
             result = pipeline.ship_line(
-                ledger=ledger(),
+                ledger=book,
                 client=client,
                 order_id=order["order_id"],
                 ship_to=order["ship_to"],
                 line=line,
-                try_number=context["ti"].try_number,
+                try_number=try_number,
             )
         # An operator's fix may have changed the SKU: the name follows the ledger.
         context["line_label"] = pipeline.line_label(result)

@@ -18,7 +18,8 @@ is still at the revision it read (README, "Why exactly once holds").
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, TypedDict
 
 from shipping.errors import (
@@ -225,16 +226,14 @@ def ship_line(
         # A warehouse error, a fenced try (classified, final or not by its family) or a
         # bug (retried by Airflow like an outage): recorded on the line, then raised.
         if isinstance(exc, WarehouseError):
-            requests = exc.attempts or 1
-        kind = classify(exc)
-        ledger.record_failed(
+            requests = max(exc.attempts or 1, 1)
+        record_failure(
+            ledger,
             order_id=order_id,
             line_id=line_id,
             try_number=try_number,
-            requests=max(requests, 1) if isinstance(exc, WarehouseError) else requests,
-            error=f"{kind.error_class}: {exc}",
-            error_class=kind.error_class,
-            error_final=kind.final,
+            exc=exc,
+            requests=requests,
         )
         raise
     logger.info(
@@ -246,6 +245,54 @@ def ship_line(
         " (replayed)" if replayed else "",
     )
     return _result(shipped, shipment_id=shipment.shipment_id, replayed=replayed, attempts=requests)
+
+
+def record_failure(
+    ledger: Ledger,
+    *,
+    order_id: str,
+    line_id: str,
+    try_number: int,
+    exc: BaseException,
+    requests: int = 0,
+) -> LineStatus:
+    """Record a try's failure on its line: the message, the class and its finality."""
+    kind = classify(exc)
+    return ledger.record_failed(
+        order_id=order_id,
+        line_id=line_id,
+        try_number=try_number,
+        requests=requests,
+        error=f"{kind.error_class}: {exc}",
+        error_class=kind.error_class,
+        error_final=kind.final,
+    )
+
+
+@contextmanager
+def line_client(
+    ledger: Ledger,
+    connect: Callable[[], AbstractContextManager[WarehouseClient]],
+    *,
+    order_id: str,
+    line_id: str,
+    try_number: int,
+) -> Iterator[WarehouseClient]:
+    """The warehouse client of a line's try, from ``connect``.
+
+    A client that cannot be built (a connection without a token, a token list where one
+    token belongs) is a failure of the line like any other: recorded on it, with its
+    class (configuration family), so ``shipping watch`` names the setting to fix.
+    """
+    with ExitStack() as stack:
+        try:
+            client = stack.enter_context(connect())
+        except Exception as exc:
+            record_failure(
+                ledger, order_id=order_id, line_id=line_id, try_number=try_number, exc=exc
+            )
+            raise
+        yield client
 
 
 def complete_void(

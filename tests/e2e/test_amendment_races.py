@@ -12,6 +12,7 @@ with the ledger's content, none for a cancelled line.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -46,9 +47,13 @@ def in_flight(stack: LiveStack, key: str) -> bool:
     return state == "in_flight"
 
 
-def line_of(stack: LiveStack, doc: dict[str, Any]) -> dict[str, Any]:
-    line: dict[str, Any] = stack.status(doc["order_id"])["lines"][0]
-    return line
+def line_state(stack: LiveStack, doc: dict[str, Any]) -> str | None:
+    """The state of the order's one line, or None while the ledger does not hold it yet."""
+    result = stack.shipping("status", doc["order_id"], "--json")
+    if result.returncode != 0:
+        return None
+    lines = json.loads(result.stdout)["lines"]
+    return str(lines[0]["state"]) if lines else None
 
 
 def retry_in_flight(stack: LiveStack) -> dict[str, Any]:
@@ -56,7 +61,7 @@ def retry_in_flight(stack: LiveStack) -> dict[str, Any]:
     stack.admin.set_faults(error_rate=1.0)
     doc = sample_order(f"RACE-{uuid.uuid4().hex[:10]}", 1)
     stack.api.trigger(DAG_ID, run_id_for(doc["order_id"]), doc)
-    wait_for(lambda: line_of(stack, doc)["state"] == "FAILED", 180, "the first try to fail")
+    wait_for(lambda: line_state(stack, doc) == "FAILED", 180, "the first try to fail")
     stack.admin.reset_faults()
     stack.admin.set_faults(latency_ms=LATENCY_MS)
     key = idempotency_key(doc["order_id"], "1")
