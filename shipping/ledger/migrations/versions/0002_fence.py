@@ -33,19 +33,30 @@ def _check(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
+def _checks(table: str) -> set[str]:
+    """The names of ``table``'s CHECK constraints as the database has them."""
+    return {
+        str(c["name"]) for c in sa.inspect(op.get_bind()).get_check_constraints(table) if c["name"]
+    }
+
+
 def upgrade() -> None:
+    # A state CHECK the database lacks (a table made without it) is not dropped, only made.
+    line_checks, amendment_checks = _checks("order_lines"), _checks("line_amendments")
     with op.batch_alter_table("order_lines", recreate="auto") as batch:
         batch.add_column(sa.Column("error_class", sa.String(64), nullable=True))
         batch.add_column(sa.Column("error_final", sa.Boolean, nullable=True))
         batch.add_column(sa.Column("revision", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("void_key", sa.String(255), nullable=True))
-        batch.drop_constraint(op.f("ck_order_lines_line_state"), type_="check")
+        if "ck_order_lines_line_state" in line_checks:
+            batch.drop_constraint(op.f("ck_order_lines_line_state"), type_="check")
         batch.create_check_constraint("line_state", _check("state", _LINE_STATES))
     with op.batch_alter_table("line_amendments", recreate="auto") as batch:
         batch.add_column(sa.Column("void_key", sa.String(255), nullable=True))
         batch.add_column(sa.Column("voided_shipment_id", sa.String(255), nullable=True))
         batch.add_column(sa.Column("voided_at", sa.DateTime(timezone=True), nullable=True))
-        batch.drop_constraint(op.f("ck_line_amendments_amendment"), type_="check")
+        if "ck_line_amendments_amendment" in amendment_checks:
+            batch.drop_constraint(op.f("ck_line_amendments_amendment"), type_="check")
         batch.create_check_constraint("amendment", _check("action", _ACTIONS))
     bind = op.get_bind()
     lines = sa.table(
