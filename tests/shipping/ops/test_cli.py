@@ -273,6 +273,33 @@ def test_watch_advises_by_the_error_family_of_a_failed_line(
         assert command not in needs
 
 
+@dataclass(frozen=True)
+class FencedLine(ClassedLine):
+    """A line with the fence's fields: its pending void."""
+
+    void_key: str | None = None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        FencedLine("2", "FAILED", "SkuRefused: 422", "SkuRefused", error_final=False),
+        FencedLine("2", "CANCELLING", "SkuRefused: 422", "SkuRefused", error_final=True),
+        FencedLine("2", "FAILED", "SkuRefused: 422", "SkuRefused", True, void_key="O-1:2"),
+        FencedLine("2", "FAILED", "ShipmentConflict: x", "ShipmentConflict", error_final=False),
+    ],
+    ids=["fixed-since", "cancelling", "void-pending", "conflict-voided-since"],
+)
+def test_an_amended_line_or_a_pending_void_is_ended_by_retry_not_amended_again(
+    line: FencedLine,
+) -> None:
+    """A line amended since its refusal, or whose void is pending, needs only `retry`."""
+    order = _order(_line("1", "SHIPPED"), line)
+    instances = [{"map_index": 1, "state": "failed", "try_number": 1}]
+    needs = cli.progress(order, {"state": "failed"}, instances).needs
+    assert needs == ["shipping retry O-1"]
+
+
 @pytest.mark.parametrize(
     ("cls", "final"),
     [(cls, family.final) for family in errors.FAMILIES for cls in family.classes],
