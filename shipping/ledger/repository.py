@@ -592,11 +592,7 @@ class Ledger:
                     void_key=void_key,
                 )
             )
-            conn.execute(
-                sa.update(order_lines)
-                .where(order_lines.c.order_id == order_id, order_lines.c.line_id == line_id)
-                .values(**values)
-            )
+            _set_line(conn, order_id, line_id, values)
             status = self._read_line(conn, order_id, line_id)
         logger.warning(
             "order %s line %s: %s by %s (%s); key %s to be voided",
@@ -647,11 +643,7 @@ class Ledger:
                 values: dict[str, Any] = {"void_key": None, "updated_at": now}
                 if line.state is LineState.CANCELLING:
                     values["state"] = LineState.CANCELLED
-                conn.execute(
-                    sa.update(order_lines)
-                    .where(order_lines.c.order_id == order_id, order_lines.c.line_id == line_id)
-                    .values(**values)
-                )
+                _set_line(conn, order_id, line_id, values)
             status = self._read_line(conn, order_id, line_id)
         logger.warning(
             "order %s line %s: key %s voided at the warehouse%s (line %s)",
@@ -902,6 +894,14 @@ def _line_status(row: sa.Row[Any]) -> LineStatus:
         revision=row.revision,
         idempotency_key=row.idempotency_key,
         void_key=row.void_key,
+    )
+
+
+def _set_line(conn: sa.Connection, order_id: str, line_id: str, values: dict[str, Any]) -> None:
+    conn.execute(
+        sa.update(order_lines)
+        .where(order_lines.c.order_id == order_id, order_lines.c.line_id == line_id)
+        .values(**values)
     )
 
 
