@@ -18,15 +18,16 @@ pending: the line's next try (``shipping retry``) does it before anything else.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from shipping.errors import AmendmentRefused, WarehouseError
 from shipping.ledger import Amendment, Ledger, LineStatus, amendment_refusal
-from shipping.order import line_errors
+from shipping.order import TEXT_PATTERN, line_errors
 from shipping.pipeline import complete_void
 from shipping.warehouse import WarehouseClient
 
-__all__ = ["Amended", "amend_line"]
+__all__ = ["Amended", "amend_line", "reason_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,21 @@ class Amended:
 
     line: LineStatus
     void_error: str | None
+
+
+#: The longest reason kept (the amend form's limit too).
+MAX_REASON_LENGTH = 500
+
+
+def reason_problem(reason: str) -> str | None:
+    """Why ``reason`` cannot be kept, or None: the order's text rules, 1-500 characters."""
+    if not reason.strip():
+        return "a reason is required"
+    if len(reason) > MAX_REASON_LENGTH:
+        return f"the reason is longer than {MAX_REASON_LENGTH} characters"
+    if not re.match(TEXT_PATTERN, reason):
+        return "the reason holds control characters (newline, tab, escape, ...): use plain text"
+    return None
 
 
 def amend_line(
@@ -69,6 +85,8 @@ def amend_line(
         shipping.errors.WarehouseError: A void left pending by an earlier amendment
             could not be completed first.
     """
+    if problem := reason_problem(reason):
+        raise AmendmentRefused(order_id, line_id, problem)
     line = ledger.get_line(order_id=order_id, line_id=line_id)
     if refusal := amendment_refusal(line.state, line.shipment_id):
         raise AmendmentRefused(order_id, line_id, refusal)

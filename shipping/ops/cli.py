@@ -38,6 +38,7 @@ from shipping.ops.render import render_status
 from shipping.ops.settings import ClientSettings, SettingsError
 from shipping.ops.state import load_state
 from shipping.order import InvalidOrder, content_hash, parse_order, run_id_for
+from shipping.terminal import SafeStream, terminal_safe
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_OPERATOR, EXIT_DRIFT_OR_TIMEOUT = 0, 1, 2, 3, 4
 #: What a shell reports for a command whose reader went away (128 + SIGPIPE).
@@ -615,13 +616,16 @@ class _LiveView:
         from rich.console import Console
         from rich.live import Live
 
-        self._live = Live("", console=Console(), refresh_per_second=4, transient=True)
+        # The terminal itself: the live view's own cursor moves must reach it; the text it
+        # shows is made safe in update().
+        console = Console(file=sys.__stdout__)
+        self._live = Live("", console=console, refresh_per_second=4, transient=True)
         self._live.start()
 
     def update(self, text: str) -> None:
         from rich.text import Text
 
-        self._live.update(Text(text))
+        self._live.update(Text(terminal_safe(text)))
 
     def stop(self) -> None:
         self._live.stop()
@@ -795,6 +799,8 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``shipping`` command."""
     args = _parser().parse_args(argv)
+    # Text from the ledger and the warehouse is shown, never obeyed by the terminal.
+    sys.stdout, sys.stderr = SafeStream.wrap(sys.stdout), SafeStream.wrap(sys.stderr)
     # The command reports for itself; the libraries' own warnings would only repeat it.
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     try:

@@ -36,17 +36,31 @@ def render_status(doc: dict[str, Any]) -> str:
     out.extend(_table(header, rows))
     for amendment in doc.get("amendments", []):
         new = amendment["new"]
-        change = (
-            "cancelled"
-            if new is None
-            else f"{amendment['old']['sku']} x{amendment['old']['quantity']} -> "
-            f"{new['sku']} x{new['quantity']}"
-        )
+        if new is not None:
+            change = (
+                f"{amendment['old']['sku']} x{amendment['old']['quantity']} -> "
+                f"{new['sku']} x{new['quantity']}"
+            )
+        else:
+            change = "cancelled" if amendment["action"] == "CANCEL" else "voided"
         out.append(
             f"{amendment['action'].lower()} of line {amendment['line_id']} by "
             f"{amendment['by']} at {amendment['at']}: {change} ({amendment['reason']})"
+            f"{_void(amendment.get('void'))}"
         )
     return "\n".join(out)
+
+
+def _void(void: dict[str, Any] | None) -> str:
+    """What an amendment's void of the line's old key came to."""
+    if not void or not void.get("key"):
+        return ""
+    if not void.get("voided_at"):
+        return f"; key {void['key']}: void pending (the line's next try does it)"
+    cancelled = void.get("cancelled_shipment_id")
+    return f"; key {void['key']} voided" + (
+        f", shipment {cancelled} cancelled" if cancelled else ""
+    )
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:

@@ -192,3 +192,33 @@ def test_a_client_that_cannot_be_built_is_recorded_as_configuration(ledger: Ledg
         "ConnectionConfigError",
         True,
     )
+
+
+@pytest.mark.parametrize(
+    ("reason", "problem"),
+    [
+        ("  ", "a reason is required"),
+        ("x" * 501, "longer than 500"),
+        ("gone\x1b[2J", "control characters"),
+        ("two\nlines", "control characters"),
+    ],
+)
+def test_a_reason_follows_the_orders_text_rules(
+    ledger: Ledger, client: WarehouseClient, reason: str, problem: str
+) -> None:
+    """A reason with control characters, or none, or too long, is refused; nothing changes."""
+    doc = sample_order(f"WHY-{uuid.uuid4().hex[:8]}", 1)
+    pipeline.register(ledger, doc, run_id=f"order-{doc['order_id']}")
+    ledger.record_failed(order_id=doc["order_id"], line_id="1", try_number=1, requests=1, error="x")
+    before = ledger.get_order(doc["order_id"])
+    with pytest.raises(AmendmentRefused, match=problem):
+        amend_line(
+            ledger,
+            client,
+            order_id=doc["order_id"],
+            line_id="1",
+            action=Amendment.CANCEL,
+            actor="ada",
+            reason=reason,
+        )
+    assert ledger.get_order(doc["order_id"]) == before
