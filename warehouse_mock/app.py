@@ -150,21 +150,57 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def read_json_body(request: Request, model: type[M]) -> tuple[Any, M]:
-    """Parse the body as JSON and validate it; 422 ``invalid-request`` listing the errors.
+#: The largest request body read (a shipment is under 2 KiB); a larger one is refused, 413.
+MAX_BODY_BYTES: Final = 64 * 1024
+#: The deepest JSON nesting accepted (a shipment nests 2 levels).
+MAX_JSON_DEPTH: Final = 16
+#: The most validation errors listed in a 422 (the count says how many there were).
+MAX_ERRORS: Final = 20
 
-    Returns:
-        The JSON document as sent (for fingerprints) and the validated model.
-    """
-    raw = await request.body()
+
+async def _bounded_body(request: Request) -> bytes:
+    """The body, read up to :data:`MAX_BODY_BYTES`; 413 as soon as it is larger."""
+    too_large = ProblemError(
+        problems.BODY_TOO_LARGE, f"the request body is larger than {MAX_BODY_BYTES} bytes"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(body)
+
+
+def _depth(document: Any) -> int:
+    """How deep ``document`` nests (iteratively: no recursion for an attacker to exhaust)."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                children = node.values() if isinstance(node, dict) else node
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _parse(raw: bytes, model: type[M]) -> tuple[Any, M]:
+    """Parse and validate (in a worker thread: a large body must not stall the event loop)."""
     try:
         document = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise _too_deep() from None
     except ValueError as exc:
         raise ProblemError(
             problems.INVALID_REQUEST,
-            f"the body is not valid JSON: {exc}",
-            errors=[{"loc": ["body"], "msg": str(exc), "type": "json_invalid"}],
+            f"the body is not valid JSON: {str(exc)[:200]}",
+            errors=[{"loc": ["body"], "msg": str(exc)[:200], "type": "json_invalid"}],
         ) from None
+    if _depth(document) > MAX_JSON_DEPTH:
+        raise _too_deep()
     try:
         return document, model.model_validate(document)
     except ValidationError as exc:
@@ -175,9 +211,31 @@ async def read_json_body(request: Request, model: type[M]) -> tuple[Any, M]:
         raise _invalid(errors) from None
 
 
+def _too_deep() -> ProblemError:
+    detail = f"the body nests deeper than {MAX_JSON_DEPTH} levels"
+    return ProblemError(
+        problems.INVALID_REQUEST,
+        detail,
+        errors=[{"loc": ["body"], "msg": detail, "type": "json_too_deep"}],
+    )
+
+
+async def read_json_body(request: Request, model: type[M]) -> tuple[Any, M]:
+    """Read (bounded), parse and validate the body; 413 if too large, 422 if invalid.
+
+    Returns:
+        The JSON document as sent (for fingerprints) and the validated model.
+    """
+    raw = await _bounded_body(request)
+    return await run_in_threadpool(_parse, raw, model)
+
+
 def _invalid(errors: list[dict[str, Any]]) -> ProblemError:
-    summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-    return ProblemError(problems.INVALID_REQUEST, summary or "invalid request", errors=errors)
+    shown = errors[:MAX_ERRORS]
+    summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in shown)
+    if len(errors) > len(shown):
+        summary += f"; and {len(errors) - len(shown)} more error(s)"
+    return ProblemError(problems.INVALID_REQUEST, summary or "invalid request", errors=shown)
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ IDEMPOTENCY_KEY_MISMATCH: Final = ProblemKind(
     "/problems/idempotency-key-mismatch", "Idempotency-Key reused with another body", 422
 )
 SKU_REFUSED: Final = ProblemKind("/problems/sku-refused", "SKU refused", 422)
+BODY_TOO_LARGE: Final = ProblemKind("/problems/body-too-large", "Request body too large", 413)
 KEY_VOIDED: Final = ProblemKind("/problems/key-voided", "Idempotency key voided", 410)
 REQUEST_IN_FLIGHT: Final = ProblemKind(
     "/problems/request-in-flight", "A request with this Idempotency-Key is in flight", 409
