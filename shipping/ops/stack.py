@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import requests
 from sqlalchemy.engine import make_url
@@ -115,6 +116,44 @@ RECOVERY_SETTINGS: Mapping[str, str] = {
     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "30",
 }
+
+
+#: Where each generated credential is kept in state.json.
+_STATE_KEY: Final = {
+    "AIRFLOW_ADMIN_PASSWORD": "admin_password",
+    "WAREHOUSE_API_TOKEN": "warehouse_api_token",
+    "WAREHOUSE_ADMIN_TOKEN": "warehouse_admin_token",
+}
+#: The shortest admin password accepted from the environment (a generated one has 24).
+MIN_PASSWORD_LENGTH: Final = 12
+_COMMON_PASSWORDS: Final = frozenset(
+    {"password", "password123", "admin", "administrator", "airflow", "airflow123", "qwerty"}
+)
+_PLACEHOLDER_MARKERS: Final = ("change-me", "changeme", "change_me", "changethis", "replace-me")
+
+
+def generated_notice(var: str, value: str, state_file: Path) -> str:
+    """What ``make up`` says of a credential it generated: where it is, never the value
+    (stdout lands in CI logs)."""
+    return (
+        f"Generated {var} ({len(value)} characters): kept in {state_file} "
+        f"(key {_STATE_KEY[var]}, mode 0600)"
+    )
+
+
+def password_problem(password: str | None) -> str | None:
+    """Why an admin password given in the environment is too weak, or None."""
+    if password is None or password == "":
+        return None  # generated
+    lowered = password.lower()
+    if lowered in _COMMON_PASSWORDS or any(m in lowered for m in _PLACEHOLDER_MARKERS):
+        return "is a well-known or placeholder value; unset it to have one generated"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return (
+            f"is shorter than {MIN_PASSWORD_LENGTH} characters; use a random one, e.g. "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(18))'`, or unset it"
+        )
+    return None
 
 
 class StackError(RuntimeError):
@@ -342,6 +381,8 @@ class Stack:
         """
         state = self.state()
         self._check_client_token(state)
+        if problem := password_problem(self.env.get("AIRFLOW_ADMIN_PASSWORD")):
+            raise StackError(f"AIRFLOW_ADMIN_PASSWORD {problem}")
         if state is not None and self.supervisor.alive():
             return self._up_missing(state)
         if swept := self.supervisor.sweep_dead():
@@ -725,7 +766,7 @@ class Stack:
                 "WAREHOUSE_API_TOKEN": api_token,
                 "WAREHOUSE_ADMIN_TOKEN": admin_token,
             }[var]
-            self.echo(f"Generated {var}={value}")
+            self.echo(generated_notice(var, value, self.dir / "state.json"))
         executor = self.executor
         return StackState(
             executor=executor.kind,

@@ -22,6 +22,8 @@ from shipping.ops.stack import (
     Program,
     Stack,
     StackError,
+    generated_notice,
+    password_problem,
     supervisord_config,
 )
 from shipping.ops.state import StackState
@@ -447,3 +449,38 @@ def test_a_running_stack_restarts_only_what_reads_a_changed_token(
     )
     assert json.loads(airflow["AIRFLOW_CONN_WAREHOUSE_API"])["password"] == client
     assert stack.state().warehouse_api_token == client  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "var", ["AIRFLOW_ADMIN_PASSWORD", "WAREHOUSE_API_TOKEN", "WAREHOUSE_ADMIN_TOKEN"]
+)
+def test_a_generated_secret_is_never_printed_only_where_it_is_kept(
+    var: str, tmp_path: Path
+) -> None:
+    """make up names the file and key of a generated secret, not the secret."""
+    value = "Zq8-generated-secret-value-1"
+    notice = generated_notice(var, value, tmp_path / "state.json")
+    assert value not in notice
+    assert str(tmp_path / "state.json") in notice
+    assert json.loads(STATE.to_json()).keys() >= {notice.split("(key ")[1].split(",")[0]}
+
+
+@pytest.mark.parametrize(
+    "password", ["admin", "password", "Airflow", "change-me-now-please", "short-pw1"]
+)
+def test_a_weak_admin_password_is_refused_before_anything_starts(
+    password: str, tmp_path: Path
+) -> None:
+    """A well-known, placeholder or short AIRFLOW_ADMIN_PASSWORD stops make up, naming it."""
+    said: list[str] = []
+    stack = Stack(directory=tmp_path, env={"AIRFLOW_ADMIN_PASSWORD": password}, echo=said.append)
+    with pytest.raises(StackError, match="AIRFLOW_ADMIN_PASSWORD"):
+        stack.up()
+    assert not (tmp_path / "state.json").exists()
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_long_random_admin_password_passes() -> None:
+    """What secrets.token_urlsafe makes, or any 12+ characters that are not well known."""
+    assert password_problem("k3J_v9-Qw2xZ") is None
+    assert password_problem(None) is None
