@@ -81,6 +81,7 @@ from shipping.ops.state import (
     PROJECT_ROOT,
     StackState,
     load_state,
+    private_dir,
     stack_dir,
     write_private,
 )
@@ -281,6 +282,9 @@ def supervisord_config(directory: Path, logs: Path, programs: Sequence[Program])
         f"directory={_ini(str(directory))}",
         f"childlogdir={_ini(str(logs))}",
         "identifier=shipping-stack",
+        # Logs (customer addresses), the Redis append-only file and every file a service
+        # writes are its owner's alone.
+        "umask=077",
         "",
         "[unix_http_server]",
         f"file={_ini(str(supervisor.socket))}",
@@ -379,6 +383,10 @@ class Stack:
         Raises:
             StackError: Something did not start (a fresh start is stopped again).
         """
+        try:
+            private_dir(self.dir)
+        except PermissionError as exc:
+            raise StackError(str(exc)) from None
         state = self.state()
         self._check_client_token(state)
         if problem := password_problem(self.env.get("AIRFLOW_ADMIN_PASSWORD")):
@@ -392,7 +400,7 @@ class Stack:
             if _port_open(port):
                 raise StackError(f"port {port} on {HOST} is already in use by another program")
         started = time.monotonic()
-        self.logs.mkdir(parents=True, exist_ok=True)
+        private_dir(self.logs)
         try:
             state = self._up_fresh()
         except BaseException:

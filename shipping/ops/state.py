@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -66,8 +67,34 @@ def load_state(directory: Path | None = None) -> StackState | None:
     return StackState.from_json(path.read_text())
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only its owner can enter (0700), made if missing.
+
+    Raises:
+        PermissionError: It is a symlink, not a folder, or owned by another user (whoever
+            owns it could read or swap the stack's secrets and databases).
+    """
+    if path.is_symlink():
+        raise PermissionError(f"{path} is a symlink; the stack's folder must be a real folder")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{path} is not a folder")
+    if info.st_uid != os.geteuid():
+        raise PermissionError(
+            f"{path} belongs to user id {info.st_uid}, not to you ({os.geteuid()}); "
+            "refusing to keep secrets there: remove it or choose SHIPPING_STACK_DIR"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        path.chmod(0o700)
+    return path
+
+
 def write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write ``text`` to ``path``, readable by its owner only (0600), never through a
+    symlink (``O_NOFOLLOW``), whatever mode an older file had."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
+from pathlib import Path
 
 import psutil
 import pytest
@@ -28,6 +30,22 @@ def test_up_twice_says_it_is_already_up(stack: LiveStack) -> None:
     state = Stack(env=stack.env, echo=said.append).up()
     assert state.pids == before
     assert said == [f"The stack is already up: Airflow {stack.state.airflow_url}"]
+
+
+def test_the_stack_folder_and_its_logs_are_the_owners_alone(stack: LiveStack) -> None:
+    """The folder is 0700 and no file in it (logs with customer addresses, secrets, the
+    state) can be read by another user."""
+    folder = Path(stack.env["SHIPPING_STACK_DIR"])
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    readable = [
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file()
+        and not path.is_symlink()
+        and path.name != "supervisor.sock"
+        and stat.S_IMODE(path.stat().st_mode) & 0o077
+    ]
+    assert readable == []
 
 
 def test_status_shows_every_service_running(stack: LiveStack) -> None:
