@@ -387,6 +387,9 @@ class Stack:
             private_dir(self.dir)
         except PermissionError as exc:
             raise StackError(str(exc)) from None
+        # Whatever this process and its children create (Airflow's files, the databases'
+        # bootstrap) is the owner's alone, like what supervisord's services create.
+        os.umask(0o077)
         state = self.state()
         self._check_client_token(state)
         if problem := password_problem(self.env.get("AIRFLOW_ADMIN_PASSWORD")):
