@@ -384,7 +384,10 @@ class Stack:
             StackError: Something did not start (a fresh start is stopped again).
         """
         try:
-            private_dir(self.dir)
+            previous = load_state(self.dir) if (self.dir / "state.json").is_file() else None
+            # An embedded PostgreSQL run as its own user (we are root) passes through.
+            passes = previous is not None and previous.embedded_postgres and os.geteuid() == 0
+            private_dir(self.dir, 0o710 if passes else 0o700)
         except PermissionError as exc:
             raise StackError(str(exc)) from None
         # Whatever this process and its children create (Airflow's files, the databases'
@@ -422,6 +425,7 @@ class Stack:
     def _up_fresh(self) -> StackState:
         embedded = not self.env.get("SHIPPING_POSTGRES_URL")
         pg = localpg.prepare(self.dir / "postgres") if embedded else None
+        self._close_folder(pg)
         self._write_supervisord_config(pg, self.executor)
         self.supervisor.start_daemon(self._base_env())
         if pg is not None:
@@ -473,6 +477,21 @@ class Stack:
         self._save(state)
         self.echo(f"The stack is up.\n{self.describe(state)}")
         return state
+
+    def _close_folder(self, pg: localpg.ServerCommand | None) -> None:
+        """The stack folder back to its owner's alone after the embedded server's set-up.
+
+        The PostgreSQL wheel opens its data folder's parents to everyone (0755), since as
+        root it runs the server as a user of its own. That user needs only to pass through
+        the stack folder: 0710 with that user's group; nobody else can enter it.
+        """
+        if pg is None or pg.user is None or os.geteuid() != 0:
+            private_dir(self.dir)
+            return
+        import pwd
+
+        os.chown(self.dir, -1, pwd.getpwnam(pg.user).pw_gid)
+        self.dir.chmod(0o710)
 
     def _check_client_token(self, previous: StackState | None) -> None:
         """Refuse, before anything starts, a ``WAREHOUSE_API_TOKEN`` that is a list."""
@@ -584,6 +603,7 @@ class Stack:
         if not wanted.celery or wanted.workers == state.celery_workers:
             return
         pg = localpg.prepare(self.dir / "postgres") if state.embedded_postgres else None
+        self._close_folder(pg)
         self._write_supervisord_config(pg, wanted)
         self._write_env_files(state, wanted)
         added, removed = self.supervisor.reload()

@@ -67,8 +67,11 @@ def load_state(directory: Path | None = None) -> StackState | None:
     return StackState.from_json(path.read_text())
 
 
-def private_dir(path: Path) -> Path:
+def private_dir(path: Path, mode: int = 0o700) -> Path:
     """``path`` as a folder only its owner can enter (0700), made if missing.
+
+    ``mode`` 0710 lets the folder's group pass through, and no more (the stack's embedded
+    PostgreSQL, run as its own user when we are root).
 
     Raises:
         PermissionError: It is a symlink, not a folder, or owned by another user (whoever
@@ -85,8 +88,8 @@ def private_dir(path: Path) -> Path:
             f"{path} belongs to user id {info.st_uid}, not to you ({os.geteuid()}); "
             "refusing to keep secrets there: remove it or choose SHIPPING_STACK_DIR"
         )
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        path.chmod(0o700)
+    if stat.S_IMODE(info.st_mode) != mode:
+        path.chmod(mode)
     return path
 
 
