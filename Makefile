@@ -9,7 +9,8 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install check test browser demo up down status clean bench bench-celery
+.PHONY: install check test test-compose browser demo up down status clean bench bench-celery \
+	compose-bases compose-demo
 
 install: $(VENV)/.installed
 
@@ -60,6 +61,21 @@ browser:
 ## Install, start the stack, post sample orders, print the result, stop the stack.
 demo: install
 	$(VENV)/bin/python -m shipping.ops.demo
+
+## The docker-compose stack end to end on a real Docker engine (docs/docker-compose.md):
+## build, up with 2 Celery workers, sample orders over REST, a worker killed mid-order,
+## down -v. Uses the official base images when they can be pulled, else builds local ones.
+compose-demo: install
+	$(VENV)/bin/python -m shipping.ops.compose_demo $(ARGS)
+
+## Local base images (Debian bookworm by debootstrap, Debian's PostgreSQL and Redis) for an
+## engine that cannot pull the official ones; needs root, debootstrap and docker.
+compose-bases:
+	docker/base/build.sh
+
+## The compose demo's e2e test, deselected from make test (docs/docker-compose.md).
+test-compose: install
+	$(VENV)/bin/pytest -m compose tests/e2e/test_compose_demo.py
 
 ## Start / stop / show the local stack (background, 127.0.0.1 only).
 ## Celery mode: make up EXECUTOR=celery WORKERS=N (on a running Celery stack, WORKERS=N
