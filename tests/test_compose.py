@@ -1242,3 +1242,26 @@ def test_the_image_bakes_the_stacks_dag_folder(local: LocalStack) -> None:
     files = _dag_files(folder)
     assert f"{contract.DAG_ID}.py" in files
     assert {f for f in files if _admitted_by_dockerignore(f"{source}/{f}")} == files
+
+
+def test_airflow_init_refuses_placeholder_and_weak_secrets_first() -> None:
+    """airflow-init checks the secrets before anything else, and gets each one to check."""
+    from shipping.ops.compose_secrets import SECRETS
+
+    script = SERVICES["airflow-init"]["command"][-1]
+    commands = [line.strip() for line in script.splitlines() if line.strip()]
+    first = next(line for line in commands if not line.startswith(("set ", "echo ")))
+    assert first == "python -m shipping.ops.compose_secrets"
+    env = _environment(SERVICES["airflow-init"])
+    for name in SECRETS:
+        assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", env[name]), name
+
+
+def test_the_warehouse_gets_its_token_list_when_set() -> None:
+    """WAREHOUSE_API_TOKENS (the rotation list) reaches the warehouse, empty when unset;
+    the pipeline's connection keeps sending WAREHOUSE_API_TOKEN."""
+    assert (
+        _environment(SERVICES["warehouse"])["WAREHOUSE_API_TOKENS"] == "${WAREHOUSE_API_TOKENS:-}"
+    )
+    assert "${WAREHOUSE_API_TOKEN:?" in AIRFLOW_ENV[WAREHOUSE_CONN_VAR]
+    assert "WAREHOUSE_API_TOKENS" not in AIRFLOW_ENV[WAREHOUSE_CONN_VAR]

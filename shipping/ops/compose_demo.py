@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shipping.contract import AIRFLOW_ADMIN_USER, DAG_ID
+from shipping.ops import compose_secrets
 from shipping.ops.airflow_api import AirflowClient, TriggerStatus
 from shipping.ops.samples import sample_order
 from shipping.order import parse_order
@@ -332,6 +333,8 @@ def make_stack(
         "SHIPPING_WAREHOUSE_PORT": str(_free_port(8081)),
         **bases,
     }
+    if faults := compose_secrets.problems(env):  # what airflow-init would refuse
+        raise DemoFailure("generated secrets refused: " + "; ".join(faults))
     env_file = folder / "compose.env"
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as out:
