@@ -504,8 +504,19 @@ def test_compose_shell_scripts_parse(where: str, shell: str, script: str) -> Non
 
 def test_the_worker_stop_lets_running_tasks_finish() -> None:
     """A stopped worker alone gets SIGTERM, so Celery's warm shutdown lets its tasks finish."""
-    assert _environment(SERVICES[WORKER])["DUMB_INIT_SETSID"] == "0"
+    assert _the_entrypoint_execs_the_command()
     assert _seconds(SERVICES[WORKER]["stop_grace_period"]) >= 60
+
+
+def _the_entrypoint_execs_the_command() -> bool:
+    """The image's entrypoint replaces itself with the command (exec), so the command is
+    the container's PID 1 and alone gets docker stop's SIGTERM, not its child processes."""
+    dockerfile = _dockerfile()
+    entrypoint = [args for _, keyword, args in dockerfile if keyword == "ENTRYPOINT"]
+    assert entrypoint == [['["shipping-entrypoint"]']]
+    lines = (REPO / "docker" / "entrypoint.sh").read_text().splitlines()
+    runs = [line for line in lines if '"$@"' in line and not line.strip().startswith("#")]
+    return bool(runs) and all("exec " in line for line in runs)
 
 
 def _seconds(duration: str) -> int:
@@ -1093,7 +1104,7 @@ def test_a_stopped_worker_has_as_long_to_finish_as_the_stacks(local: LocalStack)
         program = local.programs[name]
         assert program.stop_signal == "TERM"  # what docker stop sends too
         assert program.stop_as_group is False
-        assert _environment(SERVICES[WORKER])["DUMB_INIT_SETSID"] == "0"
+        assert _the_entrypoint_execs_the_command()
         assert _seconds(SERVICES[WORKER]["stop_grace_period"]) == program.stop_wait_s
 
 
