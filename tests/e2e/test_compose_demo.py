@@ -3,9 +3,10 @@
 Runs the demo's driver (:mod:`shipping.ops.compose_demo`) under a project name of its
 own: it builds the images (local bases where none can be pulled), starts the stack with
 two Celery workers, posts the sample orders over REST, kills a worker mid-order, and
-runs ``down -v``. Several minutes (docs/docker-compose.md), so it has the marker
-``compose``, deselected by default: ``make test-compose`` runs it. Where no engine can be
-had the driver fails naming what to install, and so does this test: it never skips.
+runs ``down -v``. It takes 3 to 15 minutes here (docs/docker-compose.md), so it has the
+marker ``compose``, deselected by default: ``make test-compose`` runs it. As root it
+starts ``dockerd`` when none runs. Where no engine can be had the driver fails
+naming what to install, and so does this test: it never skips.
 """
 
 from __future__ import annotations
