@@ -95,8 +95,10 @@ def private_dir(path: Path, mode: int = 0o700) -> Path:
 
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path``, readable by its owner only (0600), never through a
-    symlink (``O_NOFOLLOW``), whatever mode an older file had."""
-    private_dir(path.parent)
+    symlink (``O_NOFOLLOW``), whatever mode an older file had. A missing folder is made
+    private; an existing one keeps its mode (``make up`` decides it)."""
+    if not path.parent.exists():
+        private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
