@@ -96,7 +96,20 @@ def test_submit_posts_a_new_order_and_status_shows_it_shipped(
     )
     assert status["state"] == "SHIPPED"
     assert [set(line) for line in status["lines"]] == [
-        {"line_id", "sku", "quantity", "state", "attempts", "shipment_id", "last_error"}
+        {
+            "line_id",
+            "sku",
+            "quantity",
+            "state",
+            "attempts",
+            "shipment_id",
+            "last_error",
+            "error_class",
+            "error_final",
+            "revision",
+            "idempotency_key",
+            "void_pending",
+        }
     ] * 2
 
 
