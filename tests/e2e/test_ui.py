@@ -137,7 +137,7 @@ def test_operator_fixes_a_refused_sku_with_the_amend_form_and_the_order_ships(
     assert (line2["sku"], line2["quantity"], line2["idempotency_key"]) == (
         "TEE-L",
         refused["quantity"],
-        f"{order_id}:2",
+        f"{order_id}:2#1",  # the fix moved the line to its next key
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,13 @@ def test_start_is_refused_over_rows_of_a_token_that_is_neither_configured_nor_re
         async with app.router.lifespan_context(app):
             pass  # pragma: no cover - start-up fails
 
-    with pytest.raises(LegacyScopeError, match="WAREHOUSE_RETIRED_TOKENS"):
-        asyncio.run(start())
+    # A thread of its own: the session may already run an event loop in this one (the
+    # browser tests' Playwright), where asyncio.run() refuses to start.
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        pytest.raises(LegacyScopeError, match="WAREHOUSE_RETIRED_TOKENS"),
+    ):
+        pool.submit(asyncio.run, start()).result()
     assert "the warehouse cannot start" in caplog.text
 
 
