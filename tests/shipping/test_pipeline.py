@@ -305,3 +305,76 @@ def test_line_label_names_line_and_sku() -> None:
     """The UI name of a mapped instance."""
     line = parse_order(sample_order("X", 1)).items[0]
     assert pipeline.line_label({"line_id": line.line_id, "sku": line.sku}) == "line 1 · MUG-RED"
+
+
+def test_a_failed_lookup_counts_every_request_of_the_client_in_the_lines_attempts(
+    ledger: Ledger, warehouse: WarehouseHandle, order: dict[str, Any]
+) -> None:
+    """The warehouse unreachable for three attempts: the line's attempts say 3."""
+    with (
+        WarehouseClient(
+            "http://127.0.0.1:9",
+            warehouse.api_token,
+            retry=RetryPolicy(max_attempts=3),
+            sleep=lambda _: None,
+        ) as unreachable,
+        pytest.raises(WarehouseUnavailable),
+    ):
+        ship(ledger, unreachable, order, 0)
+    assert ledger.get_line(order_id=order["order_id"], line_id="1").attempts == 3
+
+
+def test_a_conflict_found_by_the_lookup_counts_one_request(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """A lookup that finds other content under the key made one request: attempts 1."""
+    client.create_shipment(
+        order_id=order["order_id"], line_id="1", sku="TEE-L", quantity=1, ship_to=order["ship_to"]
+    )
+    with pytest.raises(ShipmentConflict):
+        ship(ledger, client, order, 0)
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (line.attempts, line.error_class, line.error_final) == (1, "ShipmentConflict", True)
+
+
+def test_a_retryable_failure_is_recorded_as_not_final(
+    ledger: Ledger, warehouse: WarehouseHandle, order: dict[str, Any]
+) -> None:
+    """An outage is recorded with its class and as not final, so `retry` may clear it."""
+    with (
+        WarehouseClient(
+            "http://127.0.0.1:9", warehouse.api_token, retry=RetryPolicy(max_attempts=1)
+        ) as unreachable,
+        pytest.raises(WarehouseUnavailable),
+    ):
+        ship(ledger, unreachable, order, 0)
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (line.error_class, line.error_final) == ("WarehouseTransportError", False)
+
+
+def test_two_orders_sharing_line_ids_each_ship_their_own_line(
+    ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle
+) -> None:
+    """Line 1 of order A and line 1 of order B are two shipments, each recorded on its order."""
+    first, second = (sample_order(f"PL-{uuid.uuid4().hex[:10]}", 1) for _ in range(2))
+    shipped = [ship(ledger, client, doc, 0)["shipment_id"] for doc in (first, second)]
+    recorded = [
+        ledger.shipped_line(order_id=doc["order_id"], line_id="1") for doc in (first, second)
+    ]
+    at_warehouse = [
+        [s["shipment_id"] for s in warehouse.shipments(doc["order_id"])] for doc in (first, second)
+    ]
+    assert (recorded, at_warehouse) == (shipped, [[shipped[0]], [shipped[1]]])
+    assert shipped[0] != shipped[1]
+
+
+def test_shipping_one_orders_line_leaves_the_same_line_of_another_order_pending(
+    ledger: Ledger, client: WarehouseClient
+) -> None:
+    """Order A's line 1 shipped: order B's line 1 is still PENDING and B cannot finalize."""
+    first, second = (sample_order(f"PL-{uuid.uuid4().hex[:10]}", 1) for _ in range(2))
+    pipeline.register(ledger, second, run_id=f"order-{second['order_id']}")
+    results = [ship(ledger, client, first, 0)]
+    assert pipeline.finalize(ledger, first["order_id"], results)["state"] == "SHIPPED"
+    with pytest.raises(OrderIncomplete, match="PENDING"):
+        pipeline.finalize(ledger, second["order_id"], [])
