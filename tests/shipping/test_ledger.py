@@ -986,3 +986,107 @@ def test_a_confirmed_void_is_stamped_on_its_amendment(ledger: Ledger) -> None:
     assert status is not None
     [amendment] = status.amendments
     assert (amendment.voided_at is not None, amendment.voided_shipment_id) == (True, "s-9")
+
+
+@pytest.mark.parametrize(
+    ("setup", "kwargs"),
+    [
+        ("failed", {"action": Amendment.CANCEL, "reason": " "}),
+        ("failed", {"action": Amendment.FIX}),
+        ("failed", {"action": Amendment.CANCEL, "sku": "X"}),
+        ("failed", {"action": Amendment.CANCEL, "void_key": "ORD-1:1"}),
+        ("failed", {"action": Amendment.VOID, "void_key": "ORD-1:1#5"}),
+        ("failed", {"action": Amendment.FIX, "sku": "MUG-RED"}),
+        ("pending", {"action": Amendment.CANCEL}),
+        ("void pending", {"action": Amendment.FIX, "sku": "MUG-BLUE"}),
+        ("finalized", {"action": Amendment.CANCEL}),
+    ],
+)
+def test_an_amendment_refusal_names_its_order_line_and_reason(
+    ledger: Ledger, setup: str, kwargs: dict[str, Any]
+) -> None:
+    """Whatever refuses an amendment, the error says which line of which order, and why."""
+    ledger.register_order(make_order("1", "2"))
+    if setup in ("failed", "void pending"):
+        fail_line(ledger)
+    if setup == "void pending":
+        ledger.amend_line(
+            order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="r"
+        )
+    if setup == "finalized":
+        ship_all(ledger, make_order("1", "2"))
+        ledger.finalize_order("ORD-1")
+    with pytest.raises(AmendmentRefused) as raised:
+        ledger.amend_line(
+            order_id="ORD-1", line_id="1", **{"actor": "ada", "reason": "why", **kwargs}
+        )
+    refusal = raised.value
+    assert (refusal.order_id, refusal.line_id, bool(refusal.reason)) == ("ORD-1", "1", True)
+    assert str(refusal) == f"line '1' of order 'ORD-1': {refusal.reason}"
+
+
+def test_a_late_failure_keeps_the_shipped_lines_last_error_as_it_was(ledger: Ledger) -> None:
+    """The error of a try before the shipment stays the line's last error after a late one."""
+    ledger.register_order(make_order("1"))
+    ledger.record_failed(
+        order_id="ORD-1",
+        line_id="1",
+        try_number=1,
+        requests=1,
+        error="WarehouseTimeout: lost",
+        error_class="WarehouseTimeout",
+        error_final=False,
+    )
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=2, requests=1, **shipped("1", "shp-1")
+    )
+    line = ledger.record_failed(
+        order_id="ORD-1", line_id="1", try_number=3, requests=1, error="late", error_class="X"
+    )
+    assert (line.last_error, line.error_class, line.error_final) == (
+        "WarehouseTimeout: lost",
+        "WarehouseTimeout",
+        False,
+    )
+
+
+def test_each_try_keeps_its_own_error(ledger: Ledger) -> None:
+    """line_tries keeps the error of every failed try, the latest on the line."""
+    ledger.register_order(make_order("1"))
+    for try_number, error in ((1, "first"), (2, "second")):
+        ledger.record_failed(
+            order_id="ORD-1", line_id="1", try_number=try_number, requests=1, error=error
+        )
+    with ledger.engine.connect() as conn:
+        errors = conn.execute(
+            sa.select(line_tries.c.error).order_by(line_tries.c.try_number)
+        ).scalars()
+        assert list(errors) == ["first", "second"]
+
+
+@pytest.mark.parametrize("setup", ["rejected", "incomplete"])
+def test_a_refused_finalize_names_its_order(ledger: Ledger, setup: str) -> None:
+    """OrderRejected and OrderIncomplete from finalize carry the order's id."""
+    if setup == "rejected":
+        ledger.reject_order(order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="h")
+    else:
+        ledger.register_order(make_order("1"))
+    with pytest.raises((OrderRejected, OrderIncomplete)) as raised:
+        ledger.finalize_order("ORD-1")
+    assert raised.value.order_id == "ORD-1"
+
+
+def test_a_rejected_orders_finalize_says_why_it_was_rejected(ledger: Ledger) -> None:
+    """Finalizing a rejected order repeats the rejection's reason."""
+    ledger.reject_order(order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="h")
+    with pytest.raises(OrderRejected) as raised:
+        ledger.finalize_order("ORD-1")
+    assert raised.value.reason == "bad"
+
+
+def test_finalize_names_missing_lines_in_the_orders_line_order(ledger: Ledger) -> None:
+    """The missing lines come in the order the order lists them, not by id."""
+    ledger.register_order(make_order("10", "2", "1"))
+    with pytest.raises(OrderIncomplete) as raised:
+        ledger.finalize_order("ORD-1")
+    assert list(raised.value.missing) == ["10", "2", "1"]

@@ -21,7 +21,7 @@ from shipping.errors import (
     WarehouseUnavailable,
     is_retryable,
 )
-from shipping.ledger import Ledger
+from shipping.ledger import Amendment, Ledger
 from shipping.ops.samples import sample_order
 from shipping.order import parse_order
 from shipping.warehouse import RetryPolicy, WarehouseClient
@@ -378,3 +378,35 @@ def test_shipping_one_orders_line_leaves_the_same_line_of_another_order_pending(
     assert pipeline.finalize(ledger, first["order_id"], results)["state"] == "SHIPPED"
     with pytest.raises(OrderIncomplete, match="PENDING"):
         pipeline.finalize(ledger, second["order_id"], [])
+
+
+def test_a_shipment_found_by_the_lookup_is_reported_replayed(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """A retry that adopts the shipment made before says so in its result."""
+    ship_behind_the_ledgers_back(client, order)
+    assert ship(ledger, client, order, 0, try_number=2)["replayed"] is True
+
+
+def test_a_try_completes_a_cancel_whose_void_was_left_pending(
+    ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
+) -> None:
+    """A cancel the warehouse never heard of is voided by the next try; nothing ships."""
+    registered = pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    ledger.record_failed(
+        order_id=order["order_id"], line_id="1", try_number=1, requests=1, error="503"
+    )
+    ledger.amend_line(
+        order_id=order["order_id"], line_id="1", action=Amendment.CANCEL, actor="ada", reason="r"
+    )
+    result = pipeline.ship_line(
+        ledger=ledger,
+        client=client,
+        order_id=order["order_id"],
+        ship_to=registered["ship_to"],
+        line=registered["lines"][0],
+        try_number=2,
+    )
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (result["state"], line.state, line.void_key) == ("CANCELLED", "CANCELLED", None)
+    assert warehouse.shipments(order["order_id"]) == []
