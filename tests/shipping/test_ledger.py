@@ -1090,3 +1090,20 @@ def test_finalize_names_missing_lines_in_the_orders_line_order(ledger: Ledger) -
     with pytest.raises(OrderIncomplete) as raised:
         ledger.finalize_order("ORD-1")
     assert list(raised.value.missing) == ["10", "2", "1"]
+
+
+def test_concurrent_tries_of_one_line_count_every_request(ledger: Ledger) -> None:
+    """Tries of one line recorded at once (a zombie beside its retry) lose no request."""
+    ledger.register_order(make_order("1"))
+    callers = 8
+    barrier = threading.Barrier(callers)
+
+    def fail(try_number: int) -> None:
+        barrier.wait()
+        ledger.record_failed(
+            order_id="ORD-1", line_id="1", try_number=try_number, requests=1, error="503"
+        )
+
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        list(pool.map(fail, range(1, callers + 1)))
+    assert ledger.get_line(order_id="ORD-1", line_id="1").attempts == callers

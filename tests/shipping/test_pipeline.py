@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from shipping import pipeline
 from shipping.errors import (
@@ -21,7 +22,7 @@ from shipping.errors import (
     WarehouseUnavailable,
     is_retryable,
 )
-from shipping.ledger import Amendment, Ledger
+from shipping.ledger import Amendment, Ledger, orders
 from shipping.ops.samples import sample_order
 from shipping.order import parse_order
 from shipping.warehouse import RetryPolicy, WarehouseClient
@@ -410,3 +411,18 @@ def test_a_try_completes_a_cancel_whose_void_was_left_pending(
     line = ledger.get_line(order_id=order["order_id"], line_id="1")
     assert (result["state"], line.state, line.void_key) == ("CANCELLED", "CANCELLED", None)
     assert warehouse.shipments(order["order_id"]) == []
+
+
+def test_a_rejected_orders_customer_id_is_stored_without_control_characters(
+    ledger: Ledger, order: dict[str, Any]
+) -> None:
+    """Control characters go, spaces stay, a lone surrogate becomes "?" in the ledger."""
+    order["coupon"] = "FREE"  # unknown: the order is rejected, its fields stored as given
+    order["customer_id"] = "C 4\x002\x7f\ud800\t"
+    with pytest.raises(OrderRejected):
+        pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    with ledger.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(orders.c.customer_id).where(orders.c.order_id == order["order_id"])
+        ).scalar_one()
+    assert stored == "C 42?"
