@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from typing import Any
 
 import pytest
 
 from shipping.errors import (
+    FAMILIES,
+    AmendmentRefused,
+    Classification,
+    ConnectionConfigError,
+    DriftFound,
+    ErrorFamily,
     IdempotencyInFlight,
     IdempotencyKeyMismatch,
     InvalidShipmentRequest,
+    KeyVoided,
+    LedgerError,
+    LineFenced,
+    OrderConflict,
+    OrderIncomplete,
+    OrderNotFound,
+    OrderRejected,
+    RequestNotSent,
+    ShipmentConflict,
+    ShipmentMismatch,
     SkuRefused,
     WarehouseAuthError,
     WarehouseError,
@@ -20,8 +37,11 @@ from shipping.errors import (
     WarehouseTimeout,
     WarehouseTransportError,
     WarehouseUnavailable,
+    classify,
     error_for_response,
+    family_of,
     is_retryable,
+    retry_rules,
 )
 
 
@@ -44,6 +64,7 @@ def problem(type_: str, status: int, detail: str = "because") -> dict[str, Any]:
         ("/problems/internal-error", 500, WarehouseServerError),
         ("/problems/service-unavailable", 503, WarehouseServerError),
         ("/problems/not-found", 404, WarehouseRejected),
+        ("/problems/key-voided", 410, KeyVoided),
     ],
 )
 def test_problem_type_decides_the_class(
@@ -61,11 +82,14 @@ def test_problem_type_decides_the_class(
         (403, WarehouseAuthError),
         (404, WarehouseRejected),
         (409, IdempotencyInFlight),
+        (410, KeyVoided),
+        (411, WarehouseRejected),
         (422, WarehouseRejected),
         (429, WarehouseThrottled),
         (500, WarehouseServerError),
         (502, WarehouseServerError),
         (503, WarehouseServerError),
+        (499, WarehouseRejected),
     ],
 )
 def test_status_decides_without_a_known_problem_type(
@@ -187,4 +211,143 @@ def test_pickling_keeps_every_attribute() -> None:
         429,
         3.0,
         6,
+    )
+
+
+# Finality: every class the ledger may record, with its family and whether a retry can
+# cure it. Subclasses of a final base sit in a retried family (a fenced try) and the
+# other way round (a bug's ValueError base), so the order of FAMILIES matters.
+FINALITY: list[tuple[type[BaseException], ErrorFamily, bool]] = [
+    (LineFenced, ErrorFamily.FENCED, False),
+    (KeyVoided, ErrorFamily.FENCED, False),
+    (WarehouseAuthError, ErrorFamily.CONFIGURATION, True),
+    (RequestNotSent, ErrorFamily.CONFIGURATION, True),
+    (ConnectionConfigError, ErrorFamily.CONFIGURATION, True),
+    (ShipmentConflict, ErrorFamily.CONFLICT, True),
+    (IdempotencyKeyMismatch, ErrorFamily.CONFLICT, True),
+    (ShipmentMismatch, ErrorFamily.CONFLICT, True),
+    (WarehouseRejected, ErrorFamily.REFUSED, True),
+    (InvalidShipmentRequest, ErrorFamily.REFUSED, True),
+    (SkuRefused, ErrorFamily.REFUSED, True),
+    (LedgerError, ErrorFamily.ORDER, True),
+    (OrderConflict, ErrorFamily.ORDER, True),
+    (OrderRejected, ErrorFamily.ORDER, True),
+    (OrderNotFound, ErrorFamily.ORDER, True),
+    (OrderIncomplete, ErrorFamily.ORDER, True),
+    (AmendmentRefused, ErrorFamily.ORDER, True),
+    (DriftFound, ErrorFamily.ORDER, True),
+    (WarehouseUnavailable, ErrorFamily.OUTAGE, False),
+    (WarehouseTransportError, ErrorFamily.OUTAGE, False),
+    (WarehouseTimeout, ErrorFamily.OUTAGE, False),
+    (WarehouseServerError, ErrorFamily.OUTAGE, False),
+    (WarehouseThrottled, ErrorFamily.OUTAGE, False),
+    (IdempotencyInFlight, ErrorFamily.OUTAGE, False),
+    (ValueError, ErrorFamily.BUG, False),
+    (KeyError, ErrorFamily.BUG, False),
+]
+
+
+def instance_of(cls: type[BaseException]) -> BaseException:
+    """An instance of ``cls`` without its constructor (only its class is classified)."""
+    return cls.__new__(cls)
+
+
+def first_matching_rule(exc: BaseException) -> tuple[tuple[str, ...], bool, str] | None:
+    """The retry rule Airflow applies to ``exc``: the first whose classes match it."""
+    for rule in retry_rules():
+        classes = tuple(
+            getattr(importlib.import_module(path.rsplit(".", 1)[0]), path.rsplit(".", 1)[1])
+            for path in rule[0]
+        )
+        if isinstance(exc, classes):
+            return rule
+    return None
+
+
+@pytest.mark.parametrize(
+    ("cls", "family", "final"), FINALITY, ids=lambda v: getattr(v, "__name__", str(v))
+)
+def test_classify_gives_each_error_class_its_family_and_finality(
+    cls: type[BaseException], family: ErrorFamily, final: bool
+) -> None:
+    """An error is classified by its class: the name the ledger stores, family and finality."""
+    assert classify(instance_of(cls)) == Classification(cls.__name__, family, final)
+
+
+@pytest.mark.parametrize(
+    ("cls", "family", "final"), FINALITY, ids=lambda v: getattr(v, "__name__", str(v))
+)
+def test_the_dags_retry_rule_fails_final_errors_and_retries_the_others(
+    cls: type[BaseException], family: ErrorFamily, final: bool
+) -> None:
+    """The first retry rule matching an error is final exactly when its family is."""
+    rule = first_matching_rule(instance_of(cls))
+    if family is ErrorFamily.BUG:
+        assert rule is None  # no rule: the task's own retries apply
+    else:
+        assert rule is not None
+        assert rule[1] is final
+
+
+@pytest.mark.parametrize(
+    ("cls", "family", "final"), FINALITY, ids=lambda v: getattr(v, "__name__", str(v))
+)
+def test_family_of_a_stored_class_name_is_its_classes_family(
+    cls: type[BaseException], family: ErrorFamily, final: bool
+) -> None:
+    """The family read back from the ledger's stored class name is the class's own."""
+    assert family_of(cls.__name__) is family
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        (None, None),
+        ("", None),
+        ("OperationalError", ErrorFamily.OUTAGE),
+        ("InterfaceError", ErrorFamily.OUTAGE),
+        ("DisconnectionError", ErrorFamily.OUTAGE),
+        ("Family", ErrorFamily.BUG),  # a class of the module, but no exception
+        ("urlsplit", ErrorFamily.BUG),  # a name of the module, but no class
+        ("NoSuchError", ErrorFamily.BUG),
+    ],
+)
+def test_family_of_a_name_the_module_does_not_raise(
+    name: str | None, family: ErrorFamily | None
+) -> None:
+    """No error has no family; the database's outages are outages; anything else is a bug."""
+    assert family_of(name) is family
+
+
+def test_there_is_one_retry_rule_per_family_in_order() -> None:
+    """retry_rules states each family's dotted classes, finality and reason, in order."""
+    assert retry_rules() == [
+        (
+            tuple(f"{c.__module__}.{c.__qualname__}" for c in f.classes),
+            f.final,
+            f.reason,
+        )
+        for f in FAMILIES
+    ]
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.family.value)
+def test_each_retry_rules_reason_says_whether_it_retries(family: Any) -> None:
+    """A final family's reason starts with "final:", a retried one's with "retried:"."""
+    assert family.reason.startswith("final:" if family.final else "retried:")
+
+
+def test_a_throttle_without_a_status_given_is_a_429() -> None:
+    """WarehouseThrottled says 429 unless told otherwise."""
+    assert WarehouseThrottled("slow down").status == 429
+
+
+def test_drift_found_names_the_count_and_each_order_once() -> None:
+    """The reducer's drift error counts the drifts and names each order once, sorted."""
+    report = {"drift": [{"order_id": "B"}, {"order_id": "A"}, {"order_id": "B"}]}
+    error = DriftFound(report)
+    assert (str(error), error.report) == (
+        "3 drift(s) between the ledger and the warehouse in order(s) A, B; run "
+        "`shipping reconcile ORDER_ID` for each",
+        report,
     )

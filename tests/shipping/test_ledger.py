@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from shipping.errors import LineFenced
 from shipping.ledger import (
     Amendment,
     AmendmentRefused,
@@ -29,8 +30,10 @@ from shipping.ledger import (
     ShipmentMismatch,
     create_schema,
     engine_from_url,
+    line_amendments,
     line_tries,
     order_lines,
+    order_runs,
     orders,
 )
 from shipping.order import Order, OrderLine, ShipTo, idempotency_key
@@ -537,6 +540,25 @@ def test_ledger_errors_survive_pickling(error: LedgerError) -> None:
     assert (type(copy), str(copy), vars(copy)) == (type(error), str(error), vars(error))
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        OrderConflict("ORD-1", "already registered with different content"),
+        OrderRejected("ORD-1", "bad"),
+        OrderNotFound("ORD-1", "2"),
+        OrderIncomplete("ORD-1", {"2": LineState.FAILED}),
+        ShipmentMismatch("ORD-1", "2", "shp-1", "shp-2"),
+        AmendmentRefused("ORD-1", "2", "the line is SHIPPED"),
+        LineFenced("ORD-1", "2", "the line was amended"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_a_ledger_error_rebuilt_from_its_args_is_the_same_error(error: LedgerError) -> None:
+    """Its args are its constructor's arguments, so copy and pickle rebuild it whole."""
+    copy = type(error)(*error.args)
+    assert (str(copy), vars(copy)) == (str(error), vars(error))
+
+
 def test_a_second_run_of_the_same_order_is_a_duplicate_that_ships_nothing(ledger: Ledger) -> None:
     """Another run id with the same content gets no lines; the owner and the duplicate show."""
     order = make_order("1", "2")
@@ -673,3 +695,415 @@ def test_a_late_failure_never_reopens_a_cancelled_line(ledger: Ledger) -> None:
         order_id="ORD-1", line_id="1", try_number=2, requests=1, error="late"
     )
     assert line.state is LineState.CANCELLED
+
+
+# Two orders that share line ids: every write names its order, so order A's line 1 is
+# never order B's line 1 (a query without its order condition would touch both).
+
+
+def make_order_as(order_id: str, *line_ids: str) -> Order:
+    """An order with one line per id, each MUG-RED x2, under ``order_id``."""
+    return Order(
+        order_id=order_id,
+        customer_id="C-42",
+        ship_to=SHIP_TO,
+        items=tuple(OrderLine(line_id=lid, sku="MUG-RED", quantity=2) for lid in line_ids),
+    )
+
+
+def shipped_as(order_id: str, line_id: str, shipment_id: str) -> dict[str, Any]:
+    """The ``shipment`` and ``revision`` arguments of ``record_shipped`` for ``order_id``."""
+    shipment = Shipment(
+        shipment_id=shipment_id,
+        idempotency_key=idempotency_key(order_id, line_id),
+        order_id=order_id,
+        line_id=line_id,
+        sku="MUG-RED",
+        quantity=2,
+        ship_to=SHIP_TO.to_dict(),
+        status="created",
+    )
+    return {"shipment": shipment, "revision": 0}
+
+
+def rows_of(ledger: Ledger, order_id: str) -> dict[str, list[Any]]:
+    """Every row of ``order_id`` in every ledger table, timestamps included."""
+    with ledger.engine.connect() as conn:
+        return {
+            table.name: [
+                tuple(row)
+                for row in conn.execute(
+                    sa.select(table)
+                    .where(table.c.order_id == order_id)
+                    .order_by(*table.primary_key)
+                )
+            ]
+            for table in (orders, order_lines, line_tries, line_amendments, order_runs)
+        }
+
+
+def ship_line_1(ledger: Ledger) -> None:
+    """ORD-A's line 1 is recorded shipped."""
+    ledger.record_shipped(
+        order_id="ORD-A", line_id="1", try_number=1, requests=1, **shipped_as("ORD-A", "1", "s-a1")
+    )
+
+
+def fail_line_1(ledger: Ledger) -> None:
+    """ORD-A's line 1 is recorded failed."""
+    ledger.record_failed(
+        order_id="ORD-A", line_id="1", try_number=1, requests=1, error="SkuRefused: no"
+    )
+
+
+def finalize_a(ledger: Ledger) -> None:
+    """ORD-A's line 2 is shipped too, and ORD-A is finalized."""
+    ledger.record_shipped(
+        order_id="ORD-A", line_id="2", try_number=1, requests=1, **shipped_as("ORD-A", "2", "s-a2")
+    )
+    ledger.finalize_order("ORD-A")
+
+
+def fix_line_1(ledger: Ledger) -> None:
+    """ORD-A's failed line 1 is fixed to MUG-BLUE."""
+    ledger.amend_line(
+        order_id="ORD-A", line_id="1", action=Amendment.FIX, actor="ada", reason="r", sku="MUG-BLUE"
+    )
+
+
+def cancel_line_1(ledger: Ledger) -> None:
+    """ORD-A's failed line 1 is cancelled (its void still pending)."""
+    ledger.amend_line(
+        order_id="ORD-A", line_id="1", action=Amendment.CANCEL, actor="ada", reason="r"
+    )
+
+
+def void_line_1(ledger: Ledger) -> None:
+    """The void of ORD-A's line 1's key is confirmed."""
+    ledger.record_void(
+        order_id="ORD-A", line_id="1", key=idempotency_key("ORD-A", "1"), shipment_id=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "write"),
+    [
+        ([], ship_line_1),
+        ([], fail_line_1),
+        ([ship_line_1], finalize_a),
+        ([fail_line_1], fix_line_1),
+        ([fail_line_1], cancel_line_1),
+        ([fail_line_1, cancel_line_1], void_line_1),
+    ],
+    ids=["record_shipped", "record_failed", "finalize", "fix", "cancel", "record_void"],
+)
+def test_a_write_to_one_order_leaves_another_with_the_same_line_ids_alone(
+    ledger: Ledger, setup: list[Any], write: Any
+) -> None:
+    """Recording, finalizing or amending ORD-A changes no row of ORD-B (lines 1 and 2 too)."""
+    ledger.register_order(make_order_as("ORD-A", "1", "2"))
+    ledger.register_order(make_order_as("ORD-B", "1", "2"))
+    for step in setup:
+        step(ledger)
+    before = rows_of(ledger, "ORD-B")
+    write(ledger)
+    assert rows_of(ledger, "ORD-B") == before
+
+
+def test_attempts_count_only_the_tries_of_the_lines_own_order(ledger: Ledger) -> None:
+    """ORD-B's requests for its line 1 do not count in ORD-A's line 1's attempts."""
+    ledger.register_order(make_order_as("ORD-A", "1"))
+    ledger.register_order(make_order_as("ORD-B", "1"))
+    ledger.record_failed(order_id="ORD-B", line_id="1", try_number=1, requests=5, error="503")
+    line = ledger.record_failed(
+        order_id="ORD-A", line_id="1", try_number=1, requests=1, error="503"
+    )
+    assert line.attempts == 1
+
+
+def test_finalize_reads_only_the_lines_of_its_own_order(ledger: Ledger) -> None:
+    """ORD-A finalizes once its lines are shipped, though ORD-B's line 1 is still pending."""
+    ledger.register_order(make_order_as("ORD-A", "1"))
+    ledger.register_order(make_order_as("ORD-B", "1"))
+    ship_line_1(ledger)
+    assert ledger.finalize_order("ORD-A").transitioned
+
+
+def test_finalize_names_only_its_own_orders_missing_lines(ledger: Ledger) -> None:
+    """ORD-B with a pending line is incomplete, though ORD-A's line 1 is shipped."""
+    ledger.register_order(make_order_as("ORD-A", "1"))
+    ledger.register_order(make_order_as("ORD-B", "1"))
+    ship_line_1(ledger)
+    with pytest.raises(OrderIncomplete, match="ORD-B"):
+        ledger.finalize_order("ORD-B")
+
+
+def test_reads_of_a_line_see_only_its_own_order(ledger: Ledger) -> None:
+    """ORD-A's shipped line 1 is not ORD-B's: ORD-B's line 1 stays pending, unshipped."""
+    ledger.register_order(make_order_as("ORD-A", "1"))
+    ledger.register_order(make_order_as("ORD-B", "1"))
+    ship_line_1(ledger)
+    line = ledger.get_line(order_id="ORD-B", line_id="1")
+    assert (line.state, ledger.shipped_line(order_id="ORD-B", line_id="1")) == (
+        LineState.PENDING,
+        None,
+    )
+
+
+def test_an_orders_status_holds_only_its_own_lines_amendments_and_runs(ledger: Ledger) -> None:
+    """ORD-B's status shows its own line 1, and none of ORD-A's amendments or runs."""
+    ledger.register_order(make_order_as("ORD-A", "1"), run_id="run-a")
+    ledger.register_order(make_order_as("ORD-A", "1"), run_id="run-a-again")
+    ledger.register_order(make_order_as("ORD-B", "1"), run_id="run-b")
+    fail_line_1(ledger)
+    cancel_line_1(ledger)
+    status = ledger.get_order("ORD-B")
+    assert status is not None
+    assert (
+        [(line.line_id, line.state) for line in status.lines],
+        status.amendments,
+        status.other_runs,
+    ) == ([("1", LineState.PENDING)], (), ())
+
+
+@pytest.mark.parametrize(("run_id", "owner"), [(None, "order-ORD-1"), ("run-7", "run-7")])
+def test_a_rejected_order_is_owned_by_the_run_that_presented_it(
+    ledger: Ledger, run_id: str | None, owner: str
+) -> None:
+    """The rejecting run owns the order; without one, the order's own run id does."""
+    ledger.reject_order(
+        order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="h", run_id=run_id
+    )
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert (status.run_id, status.other_runs) == (owner, ())
+
+
+def test_rejecting_other_content_under_a_rejected_id_is_a_conflict_naming_the_owner(
+    ledger: Ledger,
+) -> None:
+    """Another order under a rejected order_id is refused, naming the owner run; it is kept."""
+    ledger.reject_order(
+        order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="h", run_id="run-1"
+    )
+    with pytest.raises(OrderConflict, match="run 'run-1' with different content") as raised:
+        ledger.reject_order(
+            order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="x", run_id="run-2"
+        )
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert raised.value.order_id == "ORD-1"
+    assert [(r.run_id, r.role) for r in status.other_runs] == [("run-2", RunRole.REFUSED)]
+
+
+def test_an_order_recorded_before_runs_is_adopted_by_the_first_run_back(ledger: Ledger) -> None:
+    """An order without an owner run is owned by the next run that registers it, alone."""
+    ledger.register_order(make_order_as("ORD-A", "1"), run_id="run-a")
+    ledger.register_order(make_order_as("ORD-B", "1"), run_id="run-b")
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.update(orders).values(owner_run_id=None))
+    ledger.register_order(make_order_as("ORD-A", "1"), run_id="run-new")
+    owners = [ledger.get_order(order_id) for order_id in ("ORD-A", "ORD-B")]
+    assert [status.run_id if status else "?" for status in owners] == ["run-new", None]
+
+
+def test_order_ids_lists_every_order_oldest_first(ledger_url: str) -> None:
+    """Orders come in the order they were created, whatever their ids."""
+    ledger = Ledger.from_url(ledger_url, clock=StepClock())
+    for order_id in ("ORD-C", "ORD-A", "ORD-B"):
+        ledger.register_order(make_order_as(order_id, "1"))
+    assert ledger.order_ids() == ["ORD-C", "ORD-A", "ORD-B"]
+    ledger.dispose()
+
+
+def test_order_ids_created_at_the_same_time_come_by_id(ledger_url: str) -> None:
+    """Orders with one creation time are listed by id."""
+    at = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    ledger = Ledger.from_url(ledger_url, clock=lambda: at)
+    for order_id in ("ORD-C", "ORD-A", "ORD-B"):
+        ledger.register_order(make_order_as(order_id, "1"))
+    assert ledger.order_ids() == ["ORD-A", "ORD-B", "ORD-C"]
+    ledger.dispose()
+
+
+@pytest.mark.parametrize(
+    ("setup", "key", "message"),
+    [
+        ("shipped", "ORD-1:1", "holds the line's recorded shipment s-1"),
+        ("cancelled", "ORD-1:1", "was voided when the line was cancelled"),
+        ("failed", "ORD-1:1#1", "is not a key of this line"),
+        ("failed", "ORD-2:1", "is not a key of this line"),
+    ],
+)
+def test_a_void_is_refused_for_a_key_it_must_not_void(
+    ledger: Ledger, setup: str, key: str, message: str
+) -> None:
+    """Reconcile may not void a recorded shipment's key, a cancelled key, or a foreign key."""
+    ledger.register_order(make_order("1"))
+    if setup == "shipped":
+        ledger.record_shipped(
+            order_id="ORD-1", line_id="1", try_number=1, requests=1, **shipped("1", "s-1")
+        )
+    else:
+        fail_line(ledger)
+    if setup == "cancelled":
+        cancel_line(ledger)
+    with pytest.raises(AmendmentRefused, match=message):
+        ledger.amend_line(
+            order_id="ORD-1",
+            line_id="1",
+            action=Amendment.VOID,
+            actor="reconcile",
+            reason="r",
+            void_key=key,
+        )
+
+
+def test_a_void_of_the_current_key_moves_the_line_to_its_next_key(ledger: Ledger) -> None:
+    """Voiding a failed line's own key gives it revision 1 and the key ``#1``."""
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    line = ledger.amend_line(
+        order_id="ORD-1",
+        line_id="1",
+        action=Amendment.VOID,
+        actor="reconcile",
+        reason="r",
+        void_key="ORD-1:1",
+    )
+    assert (line.revision, line.idempotency_key, line.void_key) == (1, "ORD-1:1#1", "ORD-1:1")
+
+
+def test_a_confirmed_void_is_stamped_on_its_amendment(ledger: Ledger) -> None:
+    """The amendment whose key the warehouse voided records when, and which shipment."""
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    ledger.amend_line(
+        order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="gone"
+    )
+    ledger.record_void(order_id="ORD-1", line_id="1", key="ORD-1:1", shipment_id="s-9")
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    [amendment] = status.amendments
+    assert (amendment.voided_at is not None, amendment.voided_shipment_id) == (True, "s-9")
+
+
+@pytest.mark.parametrize(
+    ("setup", "kwargs"),
+    [
+        ("failed", {"action": Amendment.CANCEL, "reason": " "}),
+        ("failed", {"action": Amendment.FIX}),
+        ("failed", {"action": Amendment.CANCEL, "sku": "X"}),
+        ("failed", {"action": Amendment.CANCEL, "void_key": "ORD-1:1"}),
+        ("failed", {"action": Amendment.VOID, "void_key": "ORD-1:1#5"}),
+        ("failed", {"action": Amendment.FIX, "sku": "MUG-RED"}),
+        ("pending", {"action": Amendment.CANCEL}),
+        ("void pending", {"action": Amendment.FIX, "sku": "MUG-BLUE"}),
+        ("finalized", {"action": Amendment.CANCEL}),
+    ],
+)
+def test_an_amendment_refusal_names_its_order_line_and_reason(
+    ledger: Ledger, setup: str, kwargs: dict[str, Any]
+) -> None:
+    """Whatever refuses an amendment, the error says which line of which order, and why."""
+    ledger.register_order(make_order("1", "2"))
+    if setup in ("failed", "void pending"):
+        fail_line(ledger)
+    if setup == "void pending":
+        ledger.amend_line(
+            order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="r"
+        )
+    if setup == "finalized":
+        ship_all(ledger, make_order("1", "2"))
+        ledger.finalize_order("ORD-1")
+    with pytest.raises(AmendmentRefused) as raised:
+        ledger.amend_line(
+            order_id="ORD-1", line_id="1", **{"actor": "ada", "reason": "why", **kwargs}
+        )
+    refusal = raised.value
+    assert (refusal.order_id, refusal.line_id, bool(refusal.reason)) == ("ORD-1", "1", True)
+    assert str(refusal) == f"line '1' of order 'ORD-1': {refusal.reason}"
+
+
+def test_a_late_failure_keeps_the_shipped_lines_last_error_as_it_was(ledger: Ledger) -> None:
+    """The error of a try before the shipment stays the line's last error after a late one."""
+    ledger.register_order(make_order("1"))
+    ledger.record_failed(
+        order_id="ORD-1",
+        line_id="1",
+        try_number=1,
+        requests=1,
+        error="WarehouseTimeout: lost",
+        error_class="WarehouseTimeout",
+        error_final=False,
+    )
+    ledger.record_shipped(
+        order_id="ORD-1", line_id="1", try_number=2, requests=1, **shipped("1", "shp-1")
+    )
+    line = ledger.record_failed(
+        order_id="ORD-1", line_id="1", try_number=3, requests=1, error="late", error_class="X"
+    )
+    assert (line.last_error, line.error_class, line.error_final) == (
+        "WarehouseTimeout: lost",
+        "WarehouseTimeout",
+        False,
+    )
+
+
+def test_each_try_keeps_its_own_error(ledger: Ledger) -> None:
+    """line_tries keeps the error of every failed try, the latest on the line."""
+    ledger.register_order(make_order("1"))
+    for try_number, error in ((1, "first"), (2, "second")):
+        ledger.record_failed(
+            order_id="ORD-1", line_id="1", try_number=try_number, requests=1, error=error
+        )
+    with ledger.engine.connect() as conn:
+        errors = conn.execute(
+            sa.select(line_tries.c.error).order_by(line_tries.c.try_number)
+        ).scalars()
+        assert list(errors) == ["first", "second"]
+
+
+@pytest.mark.parametrize("setup", ["rejected", "incomplete"])
+def test_a_refused_finalize_names_its_order(ledger: Ledger, setup: str) -> None:
+    """OrderRejected and OrderIncomplete from finalize carry the order's id."""
+    if setup == "rejected":
+        ledger.reject_order(order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="h")
+    else:
+        ledger.register_order(make_order("1"))
+    with pytest.raises((OrderRejected, OrderIncomplete)) as raised:
+        ledger.finalize_order("ORD-1")
+    assert raised.value.order_id == "ORD-1"
+
+
+def test_a_rejected_orders_finalize_says_why_it_was_rejected(ledger: Ledger) -> None:
+    """Finalizing a rejected order repeats the rejection's reason."""
+    ledger.reject_order(order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="h")
+    with pytest.raises(OrderRejected) as raised:
+        ledger.finalize_order("ORD-1")
+    assert raised.value.reason == "bad"
+
+
+def test_finalize_names_missing_lines_in_the_orders_line_order(ledger: Ledger) -> None:
+    """The missing lines come in the order the order lists them, not by id."""
+    ledger.register_order(make_order("10", "2", "1"))
+    with pytest.raises(OrderIncomplete) as raised:
+        ledger.finalize_order("ORD-1")
+    assert list(raised.value.missing) == ["10", "2", "1"]
+
+
+def test_concurrent_tries_of_one_line_count_every_request(ledger: Ledger) -> None:
+    """Tries of one line recorded at once (a zombie beside its retry) lose no request."""
+    ledger.register_order(make_order("1"))
+    callers = 8
+    barrier = threading.Barrier(callers)
+
+    def fail(try_number: int) -> None:
+        barrier.wait()
+        ledger.record_failed(
+            order_id="ORD-1", line_id="1", try_number=try_number, requests=1, error="503"
+        )
+
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        list(pool.map(fail, range(1, callers + 1)))
+    assert ledger.get_line(order_id="ORD-1", line_id="1").attempts == callers

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from shipping import pipeline
 from shipping.errors import (
@@ -21,7 +22,7 @@ from shipping.errors import (
     WarehouseUnavailable,
     is_retryable,
 )
-from shipping.ledger import Ledger
+from shipping.ledger import Amendment, Ledger, orders
 from shipping.ops.samples import sample_order
 from shipping.order import parse_order
 from shipping.warehouse import RetryPolicy, WarehouseClient
@@ -305,3 +306,123 @@ def test_line_label_names_line_and_sku() -> None:
     """The UI name of a mapped instance."""
     line = parse_order(sample_order("X", 1)).items[0]
     assert pipeline.line_label({"line_id": line.line_id, "sku": line.sku}) == "line 1 · MUG-RED"
+
+
+def test_a_failed_lookup_counts_every_request_of_the_client_in_the_lines_attempts(
+    ledger: Ledger, warehouse: WarehouseHandle, order: dict[str, Any]
+) -> None:
+    """The warehouse unreachable for three attempts: the line's attempts say 3."""
+    with (
+        WarehouseClient(
+            "http://127.0.0.1:9",
+            warehouse.api_token,
+            retry=RetryPolicy(max_attempts=3),
+            sleep=lambda _: None,
+        ) as unreachable,
+        pytest.raises(WarehouseUnavailable),
+    ):
+        ship(ledger, unreachable, order, 0)
+    assert ledger.get_line(order_id=order["order_id"], line_id="1").attempts == 3
+
+
+def test_a_conflict_found_by_the_lookup_counts_one_request(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """A lookup that finds other content under the key made one request: attempts 1."""
+    client.create_shipment(
+        order_id=order["order_id"], line_id="1", sku="TEE-L", quantity=1, ship_to=order["ship_to"]
+    )
+    with pytest.raises(ShipmentConflict):
+        ship(ledger, client, order, 0)
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (line.attempts, line.error_class, line.error_final) == (1, "ShipmentConflict", True)
+
+
+def test_a_retryable_failure_is_recorded_as_not_final(
+    ledger: Ledger, warehouse: WarehouseHandle, order: dict[str, Any]
+) -> None:
+    """An outage is recorded with its class and as not final, so `retry` may clear it."""
+    with (
+        WarehouseClient(
+            "http://127.0.0.1:9", warehouse.api_token, retry=RetryPolicy(max_attempts=1)
+        ) as unreachable,
+        pytest.raises(WarehouseUnavailable),
+    ):
+        ship(ledger, unreachable, order, 0)
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (line.error_class, line.error_final) == ("WarehouseTransportError", False)
+
+
+def test_two_orders_sharing_line_ids_each_ship_their_own_line(
+    ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle
+) -> None:
+    """Line 1 of order A and line 1 of order B are two shipments, each recorded on its order."""
+    first, second = (sample_order(f"PL-{uuid.uuid4().hex[:10]}", 1) for _ in range(2))
+    shipped = [ship(ledger, client, doc, 0)["shipment_id"] for doc in (first, second)]
+    recorded = [
+        ledger.shipped_line(order_id=doc["order_id"], line_id="1") for doc in (first, second)
+    ]
+    at_warehouse = [
+        [s["shipment_id"] for s in warehouse.shipments(doc["order_id"])] for doc in (first, second)
+    ]
+    assert (recorded, at_warehouse) == (shipped, [[shipped[0]], [shipped[1]]])
+    assert shipped[0] != shipped[1]
+
+
+def test_shipping_one_orders_line_leaves_the_same_line_of_another_order_pending(
+    ledger: Ledger, client: WarehouseClient
+) -> None:
+    """Order A's line 1 shipped: order B's line 1 is still PENDING and B cannot finalize."""
+    first, second = (sample_order(f"PL-{uuid.uuid4().hex[:10]}", 1) for _ in range(2))
+    pipeline.register(ledger, second, run_id=f"order-{second['order_id']}")
+    results = [ship(ledger, client, first, 0)]
+    assert pipeline.finalize(ledger, first["order_id"], results)["state"] == "SHIPPED"
+    with pytest.raises(OrderIncomplete, match="PENDING"):
+        pipeline.finalize(ledger, second["order_id"], [])
+
+
+def test_a_shipment_found_by_the_lookup_is_reported_replayed(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """A retry that adopts the shipment made before says so in its result."""
+    ship_behind_the_ledgers_back(client, order)
+    assert ship(ledger, client, order, 0, try_number=2)["replayed"] is True
+
+
+def test_a_try_completes_a_cancel_whose_void_was_left_pending(
+    ledger: Ledger, client: WarehouseClient, warehouse: WarehouseHandle, order: dict[str, Any]
+) -> None:
+    """A cancel the warehouse never heard of is voided by the next try; nothing ships."""
+    registered = pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    ledger.record_failed(
+        order_id=order["order_id"], line_id="1", try_number=1, requests=1, error="503"
+    )
+    ledger.amend_line(
+        order_id=order["order_id"], line_id="1", action=Amendment.CANCEL, actor="ada", reason="r"
+    )
+    result = pipeline.ship_line(
+        ledger=ledger,
+        client=client,
+        order_id=order["order_id"],
+        ship_to=registered["ship_to"],
+        line=registered["lines"][0],
+        try_number=2,
+    )
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (result["state"], line.state, line.void_key) == ("CANCELLED", "CANCELLED", None)
+    assert warehouse.shipments(order["order_id"]) == []
+
+
+def test_a_rejected_orders_customer_id_is_stored_without_control_characters(
+    ledger: Ledger, order: dict[str, Any]
+) -> None:
+    """Control characters go, spaces stay, a lone surrogate becomes "?" in the ledger."""
+    order["coupon"] = "FREE"  # unknown: the order is rejected, its fields stored as given
+    order["customer_id"] = "C 4\x002\x7f\ud800\t"
+    with pytest.raises(OrderRejected):
+        pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    with ledger.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(orders.c.customer_id).where(orders.c.order_id == order["order_id"])
+        ).scalar_one()
+    assert stored == "C 42?"

@@ -262,3 +262,26 @@ def test_a_fix_that_breaks_the_orders_rules_is_refused(
                 reason="why",
                 **change,
             )
+
+
+def test_two_live_shipments_for_a_shipped_line_are_drift_naming_the_unrecorded_one(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """A second live shipment beside the recorded one (another key) is SEVERAL_SHIPMENTS."""
+    recorded = ship(ledger, client, order, 0)["shipment_id"]
+    item = order["items"][0]
+    second = client.create_shipment(
+        order_id=order["order_id"],
+        line_id="1",
+        sku=item["sku"],
+        quantity=item["quantity"],
+        ship_to=order["ship_to"],
+        key=f"{order['order_id']}:1#1",
+    ).shipment_id
+    [drift] = check_order(ledger, client, order["order_id"])
+    assert (drift.line_id, drift.kind, drift.shipment_ids) == (
+        "1",
+        DriftKind.SEVERAL_SHIPMENTS,
+        (second,),
+    )
+    assert ledger.shipped_line(order_id=order["order_id"], line_id="1") == recorded
