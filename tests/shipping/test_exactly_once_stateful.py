@@ -39,6 +39,7 @@ from hypothesis.stateful import (
     initialize,
     invariant,
     multiple,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -229,6 +230,23 @@ class ExactlyOnce(RuleBasedStateMachine):
         if failed := self.failed_lines():
             order, line_id = data.draw(st.sampled_from(failed))
             self._amend(order, line_id, Amendment.CANCEL)
+
+    @precondition(lambda self: bool(self.raced_lines()))
+    @rule(data=st.data(), action=st.sampled_from([Amendment.FIX, Amendment.CANCEL]))
+    def amend_while_a_try_is_in_flight(self, data: st.DataObject, action: Amendment) -> None:
+        """The race itself: a FAILED line is fixed or cancelled while a try of it waits."""
+        order, line_id = data.draw(st.sampled_from(self.raced_lines()))
+        new = {"sku": "TEE-L", "quantity": 3} if action is Amendment.FIX else {}
+        self._amend(order, line_id, action, **new)
+
+    def raced_lines(self) -> list[tuple[int, str]]:
+        """FAILED lines with a try of them still waiting at a warehouse call."""
+        waiting = {(t.order["order_id"], t.line_id) for t in self.live if not t.done}
+        return [
+            (order, line_id)
+            for order, line_id in self.failed_lines()
+            if (self.orders[order]["order_id"], line_id) in waiting
+        ]
 
     @rule(order=st.integers(0, 1))
     def repair(self, order: int) -> None:
