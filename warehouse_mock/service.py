@@ -170,11 +170,7 @@ class ShipmentService:
             # Nothing is known to be stored: a retry either claims the key or, if the
             # claim did commit, waits out its lease (409) and then takes it over.
             logger.exception("claiming key %r failed", idempotency_key)
-            raise ProblemError(
-                problems.SERVICE_UNAVAILABLE,
-                "the warehouse database is unavailable; retry later",
-                headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_SECONDS)},
-            ) from None
+            raise _database_unavailable() from None
         if isinstance(result, Voided):
             raise _key_voided(idempotency_key)
         if isinstance(result, Replay):
@@ -313,11 +309,7 @@ class ShipmentService:
             )
         except SQLAlchemyError:
             logger.exception("voiding key %r failed", idempotency_key)
-            raise ProblemError(
-                problems.SERVICE_UNAVAILABLE,
-                "the warehouse database is unavailable; retry later",
-                headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_SECONDS)},
-            ) from None
+            raise _database_unavailable() from None
         return Void(
             idempotency_key=outcome.idempotency_key,
             voided_at=outcome.voided_at,
@@ -358,6 +350,15 @@ class ShipmentService:
             await run_in_threadpool(self.purge_expired)
         except Exception:
             logger.exception("purging expired idempotency keys failed; will retry later")
+
+
+def _database_unavailable() -> ProblemError:
+    """The 503 of a request whose database work failed: nothing is known to be stored."""
+    return ProblemError(
+        problems.SERVICE_UNAVAILABLE,
+        "the warehouse database is unavailable; retry later",
+        headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_SECONDS)},
+    )
 
 
 def _raise_immediate_fault(plan: FaultPlan, idempotency_key: str) -> None:

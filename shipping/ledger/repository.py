@@ -304,8 +304,12 @@ class Ledger:
                 recorded.
         """
         with self.engine.begin() as conn:
-            order = self._lock_order(conn, order_id)
             line = self._lock_line(conn, order_id, line_id)
+            # The address never changes once registered: read, not locked (every line of
+            # an order records here, in parallel).
+            ship_to = conn.execute(
+                sa.select(orders.c.ship_to).where(orders.c.order_id == order_id)
+            ).scalar_one()
             if line.state is LineState.SHIPPED:
                 if line.shipment_id != shipment.shipment_id:
                     raise ShipmentMismatch(
@@ -325,7 +329,7 @@ class Ledger:
                     f"{shipment.idempotency_key!r}, the line ships under "
                     f"{line.idempotency_key!r} now",
                 )
-            content = LineContent(order_id, line_id, line.sku, line.quantity, order.ship_to or {})
+            content = LineContent(order_id, line_id, line.sku, line.quantity, ship_to or {})
             if differ := shipment.differences(content):
                 raise ShipmentConflict(
                     f"shipment {shipment.shipment_id} under key {line.idempotency_key!r} "
