@@ -9,7 +9,7 @@ task's return value (XCom) and log list each drift.
 
 **What to do:** `shipping reconcile ORDER_ID` for each order named, then
 `shipping reconcile ORDER_ID --repair` to adopt warehouse truth where that is safe; the
-rest needs a person (see the README's runbook).
+rest needs a person (see docs/operator-runbook.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ what the task reads from Airflow. A correction is recorded in the ledger instead
 the line's task reads when it runs again; the caller then retries the line (``shipping
 retry`` or a clear in the UI).
 
-An amendment never races a try (README, "Why exactly once holds"). It is fenced in the
+An amendment never races a try (docs/how-it-works.md, invariant I3). It is fenced in the
 ledger first, in one transaction: a fix moves the line to its next revision and a new
 key, a cancel makes it CANCELLING; either way the key it shipped under so far is to be
 voided. Then that key is voided at the warehouse: whatever a try still in flight posts

@@ -12,7 +12,7 @@ shipment the ledger missed is adopted, never made twice), the ledger's upserts u
 unique keys, the reducer's conditional ``SHIPPED`` transition, and the fence of
 operators' amendments: an amendment moves the line to a new key (a fix) or to CANCELLING
 and voids the old key at the warehouse, and a try records its shipment only if the line
-is still at the revision it read (README, "Why exactly once holds").
+is still at the revision it read (docs/how-it-works.md, "Why they hold").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ per worker so that a small order needs both. Each test posts an order whose ware
 calls are slowed (the ``latency_ms`` fault) so that something is in flight when a worker
 or the broker is disturbed, and checks from the outside what users rely on: the order
 completes, with exactly one warehouse shipment per line. Recovery times are recorded as
-test properties (the README quotes them), not asserted.
+test properties (docs/celery.md quotes them), not asserted.
 """
 
 from __future__ import annotations

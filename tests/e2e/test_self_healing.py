@@ -3,8 +3,8 @@
 Each test keeps an order running (the warehouse's ``latency_ms`` fault), kills one
 process with SIGKILL, and checks what happened: the process came back by itself, the
 other services were not touched, and the order completed with exactly one warehouse
-shipment per line. How long recovery took is recorded as a test property (see the
-README's runbook), not asserted.
+shipment per line. How long recovery took is recorded as a test property (see
+docs/operator-runbook.md, "Recovery, measured"), not asserted.
 """
 
 from __future__ import annotations

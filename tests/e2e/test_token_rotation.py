@@ -1,4 +1,4 @@
-"""The README's warehouse token rotation, run as written on a real stack of its own.
+"""The warehouse token rotation of docs/operator-runbook.md, run as written on a real stack of its own.
 
 Each step is ``make up`` (``python -m shipping.ops.stack up``) with the step's variables on
 the running stack, as an operator would type it; orders ship before, during and after.

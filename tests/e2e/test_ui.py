@@ -1,9 +1,9 @@
 """The operator's path through Airflow's UI, in a real browser, on the real stack.
 
-What the README's runbook tells an operator to do, done by Chromium: sign in, open the
+What the operator runbook (docs/operator-runbook.md) tells an operator to do, done by Chromium: sign in, open the
 order's run, find the failed line by its name, clear it with its downstream (the reducer),
 and see the order finish; for a line the warehouse refuses, first record a fix with the
-``amend_order_line`` Dag's trigger form. The screenshots the README shows are taken here,
+``amend_order_line`` Dag's trigger form. The screenshots the runbook shows are taken here,
 at each step.
 """
 

@@ -29,7 +29,7 @@ from shipping.ops.airflow_api import AirflowClient
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_ENV = "SHIPPING_CHROMIUM"
-# The README's screenshots: the browser tests write them to docs/img/ when
+# The runbook's screenshots: the browser tests write them to docs/img/ when
 # SHIPPING_UPDATE_SCREENSHOTS=1 is set (so a plain `make test` leaves the tree clean),
 # otherwise to the session's temporary folder.
 README_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -190,7 +190,7 @@ class AirflowUI:
 
         The dialog preselects Downstream (the button shows it only by its look): the
         affected tasks it lists, returned here, are what tells. ``screenshot`` saves the
-        dialog as that README image before confirming.
+        dialog as that runbook image before confirming.
         """
         dialog = self.open_clear_dialog()
         affected = self.affected_tasks(dialog)

@@ -1,6 +1,6 @@
 """Exactly once under interleavings: tries, kills and operators on the real ledger and warehouse.
 
-The invariants (README, "Why exactly once holds"), checked after every step:
+The invariants I1-I4 (docs/how-it-works.md), checked after every step:
 
 - I1. Each line has at most one live shipment at the warehouse. When the ledger shows a
   line SHIPPED, the live shipment is the one it records, with the content it records.

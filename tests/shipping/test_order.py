@@ -21,7 +21,7 @@ from shipping.order import (
 
 
 def valid_order() -> dict[str, Any]:
-    """The README's example order (so the documented example stays valid)."""
+    """The documented example order (docs/cli.md), so the example stays valid."""
     doc: dict[str, Any] = json.loads(
         (PROJECT_ROOT / "docs" / "examples" / "order.json").read_text()
     )
