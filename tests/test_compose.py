@@ -968,7 +968,8 @@ class LocalStack(NamedTuple):
 
 def _build_local_stack(directory: Path) -> LocalStack:
     from shipping.ops import localpg
-    from shipping.ops.stack import HOST, Stack
+    from shipping.ops.stack import HOST, Stack, environment
+    from shipping.ops.stack import programs as stack_programs
     from shipping.ops.state import StackState
 
     # Only what selects Celery mode: every other setting at the stack's default. PATH
@@ -977,7 +978,7 @@ def _build_local_stack(directory: Path) -> LocalStack:
     stack = Stack(directory=directory, env=env, echo=lambda _: None)
     # The stack's embedded PostgreSQL (its command line does not matter here).
     pg = localpg.ServerCommand(["postgres", "-D", str(directory / "pg")], None, "postgresql://")
-    programs = {p.name: p for p in stack._programs(pg, stack.executor)}
+    programs = {p.name: p for p in stack_programs.programs(stack, pg, stack.executor)}
     # What `up` records before it configures Airflow (stack._prepare), with test secrets.
     state = StackState(
         airflow_url=f"http://{HOST}:{stack.ports.airflow}",
@@ -994,10 +995,10 @@ def _build_local_stack(directory: Path) -> LocalStack:
         broker_url=stack._own_redis_url(),
         embedded_redis=True,
     )
-    stack._write_env_files(state, stack.executor)
+    environment.write_env_files(stack, state, stack.executor)
     envs = {}
     for name, program in programs.items():
-        program_env = stack._base_env()
+        program_env = environment.base_env(stack)
         if program.env_file is not None:
             for key, value in json.loads(program.env_file.read_text()).items():
                 if value is None:
@@ -1005,7 +1006,7 @@ def _build_local_stack(directory: Path) -> LocalStack:
                 else:
                     program_env[key] = value
         envs[name] = program_env
-    return LocalStack(programs, envs, stack._airflow_env(state))
+    return LocalStack(programs, envs, environment.airflow_env(stack, state))
 
 
 @pytest.fixture(scope="module")

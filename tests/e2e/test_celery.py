@@ -33,7 +33,7 @@ from shipping.connections import ledger_connection, warehouse_connection
 from shipping.contract import AIRFLOW_DATABASE, DAG_ID
 from shipping.ops import bench_celery, localpg
 from shipping.ops.samples import sample_order
-from shipping.ops.stack import Stack, worker_env
+from shipping.ops.stack import Stack, environment, worker_env
 from shipping.order import run_id_for
 from tests.e2e import netns
 from tests.e2e.conftest import LiveStack, started_stack
@@ -278,7 +278,7 @@ def test_a_worker_on_another_host_runs_lines_without_airflow_database(
         home = tmp_path / "remote"
         dags = home / "dags"
         local = Stack(env=stack.env, echo=lambda _: None)
-        airflow_env = local._airflow_env(state)
+        airflow_env = environment.airflow_env(local, state)
         shutil.copytree(airflow_env["AIRFLOW__CORE__DAGS_FOLDER"], dags)
         broker = f"redis://:{redis.password}@{host.gateway}:{forwards['redis'].port}"
         ledger = make_url(stack.env["SHIPPING_LEDGER_URL"]).set(

@@ -22,10 +22,13 @@ from shipping.ops.stack import (
     Program,
     Stack,
     StackError,
+    credentials,
+    environment,
     generated_notice,
     password_problem,
     supervisord_config,
 )
+from shipping.ops.stack import programs as stack_programs
 from shipping.ops.state import StackState
 
 STATE = StackState(
@@ -66,7 +69,7 @@ def programs(
         from shipping.ops.localpg import ServerCommand
 
         pg = ServerCommand(["/pg/bin/postgres", "-D", "/data"], "pgserver", "postgresql://x")
-    return stack._programs(pg, executor or ExecutorSettings())
+    return stack_programs.programs(stack, pg, executor or ExecutorSettings())
 
 
 def parsed(tmp_path: Path, progs: list[Program]) -> Any:
@@ -167,7 +170,7 @@ def test_scheduler_and_triggerer_start_without_their_log_servers(tmp_path: Path)
 
 def test_airflow_listens_on_loopback_at_ports_that_move_with_the_stack(tmp_path: Path) -> None:
     """API server and scheduler health check on 127.0.0.1; the health port follows Airflow's."""
-    env = stack_at(tmp_path, SHIPPING_AIRFLOW_PORT="18080")._airflow_env(STATE)
+    env = environment.airflow_env(stack_at(tmp_path, SHIPPING_AIRFLOW_PORT="18080"), STATE)
     assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
     assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] == "127.0.0.1"
     assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"] == "18974"
@@ -175,7 +178,7 @@ def test_airflow_listens_on_loopback_at_ports_that_move_with_the_stack(tmp_path:
 
 def test_airflow_notices_a_dead_task_within_half_a_minute(tmp_path: Path) -> None:
     """The heartbeat timeout and the orphan check are 30 s, not Airflow's 300 s."""
-    env = stack_at(tmp_path)._airflow_env(STATE)
+    env = environment.airflow_env(stack_at(tmp_path), STATE)
     for name, value in RECOVERY_SETTINGS.items():
         assert env[name] == value
     assert int(env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"]) <= 30
@@ -208,7 +211,7 @@ def test_an_airflow_port_that_pushes_the_health_port_out_of_range_is_refused() -
 def test_the_state_file_keeps_its_contract_keys(tmp_path: Path) -> None:
     """admin_password and the two warehouse tokens are in state.json, which is 0600."""
     stack = stack_at(tmp_path)
-    stack._save(STATE)
+    stack.save(STATE)
     path = tmp_path / "state.json"
     assert path.stat().st_mode & 0o777 == 0o600
     doc = json.loads(path.read_text())
@@ -289,7 +292,7 @@ def test_the_stack_redis_listens_on_loopback_and_writes_every_change_to_disk(
 
 def test_celery_mode_configures_every_airflow_component_for_redis(tmp_path: Path) -> None:
     """CeleryExecutor, Redis as broker and result backend, worker names as host names."""
-    env = stack_at(tmp_path)._airflow_env(CELERY_STATE)
+    env = environment.airflow_env(stack_at(tmp_path), CELERY_STATE)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__CELERY__BROKER_URL"] == CELERY_STATE.broker_url
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == CELERY_STATE.broker_url
@@ -299,7 +302,7 @@ def test_celery_mode_configures_every_airflow_component_for_redis(tmp_path: Path
 
 def test_celery_mode_rides_out_a_broker_restart(tmp_path: Path) -> None:
     """Sending waits 5 s for Redis; a task left queued without a message is resent at 300 s."""
-    env = stack_at(tmp_path)._airflow_env(CELERY_STATE)
+    env = environment.airflow_env(stack_at(tmp_path), CELERY_STATE)
     assert float(env["AIRFLOW__CELERY__OPERATION_TIMEOUT"]) >= 5
     assert int(env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"]) == 300
 
@@ -311,7 +314,7 @@ def test_a_worker_gets_no_metadata_database_but_its_own_name(tmp_path: Path) -> 
         env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://leaked/airflow"},
         echo=lambda _: None,
     )
-    stack._write_env_files(CELERY_STATE, CELERY)
+    environment.write_env_files(stack, CELERY_STATE, CELERY)
     worker = json.loads((stack.supervisor.run_dir / "worker-2.env.json").read_text())
     airflow = json.loads((stack.supervisor.run_dir / "airflow.env.json").read_text())
     assert worker["SHIPPING_WORKER_NAME"] == "worker-2"
@@ -322,7 +325,7 @@ def test_a_worker_gets_no_metadata_database_but_its_own_name(tmp_path: Path) -> 
 
 def test_the_local_executor_stays_the_default(tmp_path: Path) -> None:
     """Without SHIPPING_EXECUTOR: LocalExecutor, no broker, no workers."""
-    env = stack_at(tmp_path)._airflow_env(STATE)
+    env = environment.airflow_env(stack_at(tmp_path), STATE)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert not any(k.startswith("AIRFLOW__CELERY__") for k in env)
     assert {p.name for p in programs(tmp_path)} == {"postgres", "warehouse", *AIRFLOW_COMPONENTS}
@@ -368,8 +371,8 @@ def test_the_warehouse_accepts_the_token_list_and_the_pipeline_sends_one_token(
         tmp_path, WAREHOUSE_API_TOKEN="new-token-123", WAREHOUSE_API_TOKENS="new-token-123,old-1"
     )
     state = StackState.from_json(STATE.to_json())
-    stack._save_tokens(state, stack._tokens(state))
-    stack._write_env_files(state, ExecutorSettings())
+    credentials.save_tokens(stack, state, credentials.wanted_tokens(stack, state))
+    environment.write_env_files(stack, state, ExecutorSettings())
     warehouse, airflow = _env_files(stack)
     assert warehouse["WAREHOUSE_API_TOKENS"] == "new-token-123,old-1"
     assert warehouse["WAREHOUSE_API_TOKEN"] == "new-token-123"
@@ -380,7 +383,7 @@ def test_the_warehouse_accepts_the_token_list_and_the_pipeline_sends_one_token(
 
 
 class RecordingSupervisor:
-    """What _apply_tokens asks of supervisord, recorded."""
+    """What apply_tokens asks of supervisord, recorded."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -433,12 +436,12 @@ def test_a_running_stack_restarts_only_what_reads_a_changed_token(
         WAREHOUSE_API_TOKEN=before[0],
         **({"WAREHOUSE_API_TOKENS": before[1]} if before[1] else {}),
     )
-    first._save_tokens(state, first._tokens(state))
-    first._write_env_files(state, ExecutorSettings())
+    credentials.save_tokens(first, state, credentials.wanted_tokens(first, state))
+    environment.write_env_files(first, state, ExecutorSettings())
     stack = stack_at(tmp_path, **env)
     supervisor = RecordingSupervisor(stack.supervisor.run_dir)
     stack.supervisor = supervisor  # type: ignore[assignment]
-    stack._apply_tokens(state)
+    credentials.apply_tokens(stack, state)
     assert supervisor.restarted == restarted
     warehouse, airflow = _env_files(stack)
     accepted = env.get("WAREHOUSE_API_TOKENS", before[1])
