@@ -19,6 +19,7 @@ from shipping.errors import ErrorFamily
 from shipping.ledger import LineState, LineStatus, OrderState, OrderStatus
 from shipping.ops import cli
 from shipping.ops.airflow_api import TriggerOutcome, TriggerStatus
+from shipping.ops.cli import advice, common, watching
 from shipping.ops.samples import sample_order
 
 
@@ -307,8 +308,8 @@ def test_an_amended_line_or_a_pending_void_is_ended_by_retry_not_amended_again(
 )
 def test_a_line_error_is_final_exactly_when_its_family_is(cls: type, final: bool) -> None:
     """Finality comes from shipping.errors for every class it names, by name alone."""
-    assert cli._is_final(ClassedLine("1", "FAILED", "any text", cls.__name__)) is final
-    assert cli._is_final(_line("1", "FAILED", f"{cls.__name__}: any text")) is final
+    assert advice.is_final(ClassedLine("1", "FAILED", "any text", cls.__name__)) is final
+    assert advice.is_final(_line("1", "FAILED", f"{cls.__name__}: any text")) is final
 
 
 def test_a_connection_error_names_the_pipeline_connection() -> None:
@@ -383,9 +384,11 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeAirflow]:
         order: Any, run: dict[str, Any] | None, instances: list[dict[str, Any]]
     ) -> FakeAirflow:
         api = FakeAirflow(run, instances)
-        monkeypatch.setattr(cli, "_airflow", lambda: api)
-        monkeypatch.setattr(cli, "_ledger", lambda: contextlib.nullcontext(FakeLedger(order)))
-        monkeypatch.setattr(cli.time, "sleep", lambda _: None)
+        monkeypatch.setattr(common, "open_airflow", lambda: api)
+        monkeypatch.setattr(
+            common, "open_ledger", lambda: contextlib.nullcontext(FakeLedger(order))
+        )
+        monkeypatch.setattr(watching.time, "sleep", lambda _: None)
         return api
 
     return install

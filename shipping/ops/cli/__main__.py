@@ -1,0 +1,7 @@
+"""``python -m shipping.ops.cli``: the ``shipping`` command."""
+
+import sys
+
+from shipping.ops.cli import main
+
+sys.exit(main())
