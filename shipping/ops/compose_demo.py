@@ -29,59 +29,37 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from shipping.contract import AIRFLOW_ADMIN_USER, DAG_ID
 from shipping.ops import compose_secrets
 from shipping.ops.airflow_api import AirflowClient, TriggerStatus
+from shipping.ops.compose_images import BUILD_CA as BUILD_CA
+from shipping.ops.compose_images import IMAGE as IMAGE
+from shipping.ops.compose_images import REPO as REPO
+from shipping.ops.compose_images import DemoFailure as DemoFailure
+from shipping.ops.compose_images import build_context as build_context
+from shipping.ops.compose_images import build_image, choose_bases, run_command, wait_for
+from shipping.ops.compose_images import ensure_engine as ensure_engine
 from shipping.ops.samples import sample_order
 from shipping.order import parse_order
 from shipping.warehouse import WarehouseClient
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "docs" / "examples"
-IMAGE = "shipping-airflow:local"
 WORKER = "airflow-worker"
 SHIP_TASK = "ship_item"
-# The build context: what the Dockerfile copies, and nothing else.
-CONTEXT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", "README.md")
-CONTEXT_DIRS = ("shipping", "warehouse_mock", "dags")
-BUILD_CA = "build-ca.pem"
-# Official base images (the defaults of docker-compose.yaml and the Dockerfile) and the
-# local ones docker/base/build.sh makes, by the variable that selects each.
-OFFICIAL_BASES = {
-    "SHIPPING_PYTHON_IMAGE": "python:3.11-slim-bookworm",
-    "SHIPPING_POSTGRES_IMAGE": "postgres:16",
-    "SHIPPING_REDIS_IMAGE": "redis:7.2-bookworm",
-}
-LOCAL_BASES = {
-    "SHIPPING_PYTHON_IMAGE": "shipping-base/python:3.11-bookworm",
-    "SHIPPING_POSTGRES_IMAGE": "shipping-base/postgres:15-bookworm",
-    "SHIPPING_REDIS_IMAGE": "shipping-base/redis:7.0-bookworm",
-}
-INSTALL_HINT = (
-    "install Docker (Debian, as root: apt-get install -y docker.io debootstrap docker-compose) "
-    "and start its engine (as root: dockerd >/var/log/dockerd.log 2>&1 &)"
-)
-
-_T = TypeVar("_T")
-
-
-class DemoFailure(RuntimeError):
-    """A phase of the demo found something wrong; the message says what."""
 
 
 @dataclass
@@ -110,151 +88,6 @@ class Timings:
         lines += [f"{name:<14} {secs:>8.1f}  {outcome}" for name, secs, outcome in self.phases]
         lines.append(f"{'total':<14} {sum(s for _, s, _ in self.phases):>8.1f}")
         return "\n".join(lines)
-
-
-def _run(
-    argv: Sequence[str], *, check: bool = True, capture: bool = True, timeout: float = 1800
-) -> subprocess.CompletedProcess[str]:
-    """Run a command; on failure raise DemoFailure with its last output lines."""
-    logger.debug("running %s", argv)
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=capture, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as exc:
-        raise DemoFailure(f"{argv[0]} not found: {INSTALL_HINT}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise DemoFailure(f"{' '.join(argv[:4])} ... still running after {timeout:.0f} s") from exc
-    if check and done.returncode != 0:
-        tail = "\n".join(((done.stdout or "") + (done.stderr or "")).splitlines()[-25:])
-        raise DemoFailure(f"{' '.join(argv[:6])} failed (exit {done.returncode}):\n{tail}")
-    return done
-
-
-def _wait(what: str, probe: Callable[[], _T | None], timeout: float, poll: float = 2.0) -> _T:
-    """Call ``probe`` until it returns something other than None; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = probe()
-        except (OSError, RuntimeError) as exc:  # a service still starting
-            logger.debug("%s: %s", what, exc)
-            found = None
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise DemoFailure(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
-
-
-# ------------------------------------------------------------------------- engine
-def _engine_answers() -> bool:
-    return _run(["docker", "info"], check=False, timeout=60).returncode == 0
-
-
-def ensure_engine(*, start: bool) -> list[str]:
-    """Check the Docker engine (starting dockerd if asked); return the compose command.
-
-    Raises:
-        DemoFailure: No docker CLI, no engine or no compose command, naming what to install.
-    """
-    if shutil.which("docker") is None:
-        raise DemoFailure(f"no docker command: {INSTALL_HINT}")
-    if not _engine_answers():
-        if not start:
-            raise DemoFailure(f"the Docker engine does not answer (docker info): {INSTALL_HINT}")
-        if os.geteuid() != 0 or shutil.which("dockerd") is None:
-            raise DemoFailure(f"no engine, and dockerd cannot be started here: {INSTALL_HINT}")
-        print("starting dockerd (log: /var/log/dockerd.log)")
-        with open("/var/log/dockerd.log", "ab") as log:
-            subprocess.Popen(  # left running: the engine outlives the demo
-                ["dockerd"], stdout=log, stderr=log, start_new_session=True
-            )
-        _wait("dockerd to answer", lambda: True if _engine_answers() else None, 60)
-    if _run(["docker", "compose", "version"], check=False).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose") is not None:
-        return ["docker-compose"]
-    raise DemoFailure(
-        "no compose command (docker compose or docker-compose): "
-        "install one (Debian: apt-get install -y docker-compose)"
-    )
-
-
-# -------------------------------------------------------------------------- bases
-def _image_present(image: str) -> bool:
-    return _run(["docker", "image", "inspect", image], check=False).returncode == 0
-
-
-def choose_bases(env: dict[str, str]) -> dict[str, str]:
-    """The base images to use: as set in ``env``, else official if at hand, else local.
-
-    The official images are used when each is present or can be pulled. Otherwise
-    ``docker/base/build.sh`` builds (or finds) the local ones, and those are used for all
-    three, so that the stack runs on one Debian release.
-    """
-    if all(env.get(name) for name in OFFICIAL_BASES):
-        return {name: env[name] for name in OFFICIAL_BASES}
-    missing = [
-        image
-        for image in OFFICIAL_BASES.values()
-        if not _image_present(image)
-        and _run(["docker", "pull", image], check=False, timeout=600).returncode != 0
-    ]
-    if not missing:
-        print("official base images: present")
-        return dict(OFFICIAL_BASES)
-    print(f"cannot pull {', '.join(missing)}: using local bases (docker/base/build.sh)")
-    _run([str(REPO / "docker" / "base" / "build.sh")], capture=False, timeout=3600)
-    return dict(LOCAL_BASES)
-
-
-# -------------------------------------------------------------------------- build
-def build_context(target: Path, ca_bundle: str | None) -> None:
-    """Fill ``target`` with what the Dockerfile copies, plus the CA bundle when given."""
-    for name in CONTEXT_FILES:
-        shutil.copy2(REPO / name, target / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in CONTEXT_DIRS:
-        shutil.copytree(REPO / name, target / name, ignore=ignore)
-    (target / "docker").mkdir()
-    shutil.copy2(REPO / "docker" / "entrypoint.sh", target / "docker" / "entrypoint.sh")
-    if ca_bundle:
-        shutil.copyfile(ca_bundle, target / BUILD_CA)
-
-
-def build_image(python_image: str, ca_bundle: str | None) -> None:
-    """Build the project's image; fail if the CA bundle reached the final image."""
-    with tempfile.TemporaryDirectory(prefix="shipping-build-") as context:
-        build_context(Path(context), ca_bundle)
-        _run(
-            [
-                "docker",
-                "build",
-                "--build-arg",
-                f"PYTHON_IMAGE={python_image}",
-                "--tag",
-                IMAGE,
-                context,
-            ],
-            capture=False,
-            timeout=3600,
-        )
-    history = _run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", IMAGE])
-    found = _run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--entrypoint",
-            "sh",
-            IMAGE,
-            "-c",
-            f"find / -xdev -name '{BUILD_CA}' 2>/dev/null; test ! -e /opt/project && echo clean",
-        ],
-    ).stdout
-    if BUILD_CA in history.stdout or BUILD_CA in found or "clean" not in found:
-        raise DemoFailure(f"the build's CA bundle reached the image {IMAGE}: {found.strip()}")
 
 
 # ------------------------------------------------------------------------ compose
@@ -296,7 +129,7 @@ class ComposeStack:
         """Run a compose subcommand on this project."""
         base = [*self.compose, "--project-name", self.project, "--env-file", str(self.env_file)]
         base += ["--file", str(REPO / "docker-compose.yaml"), "--project-directory", str(REPO)]
-        return _run([*base, *args], **kwargs)
+        return run_command([*base, *args], **kwargs)
 
     def containers(self, service: str | None = None) -> list[str]:
         """The ids of the project's containers (of one service), running or not."""
@@ -310,7 +143,7 @@ class ComposeStack:
         fmt = (
             "{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
         )
-        out = _run(["docker", "inspect", "--format", fmt, *ids]).stdout
+        out = run_command(["docker", "inspect", "--format", fmt, *ids]).stdout
         return dict(line.lstrip("/").split(" ", 1) for line in out.splitlines() if line)
 
 
@@ -359,7 +192,7 @@ def start(stack: ComposeStack, workers: int, timeout: float) -> None:
         return health if health and not waiting and running_workers == workers else None
 
     try:
-        health = _wait("every service to be healthy", all_healthy, timeout, poll=5)
+        health = wait_for("every service to be healthy", all_healthy, timeout, poll=5)
     except DemoFailure:
         print(stack.run("ps", check=False).stdout)
         print(stack.run("logs", "--tail", "30", check=False).stdout[-6000:])
@@ -474,9 +307,9 @@ def kill_worker_mid_order(
                     return cid
         return None
 
-    container = _wait("a worker running a line of the large order", victim, 300, poll=0.5)
+    container = wait_for("a worker running a line of the large order", victim, 300, poll=0.5)
     shipped = len(warehouse.list_shipments(order["order_id"]))
-    _run(["docker", "kill", container])
+    run_command(["docker", "kill", container])
     print(f"killed worker {container[:12]} with {shipped}/{lines} lines shipped")
     finish(api, run_id, timeout=900)
     retried = [ti for ti in api.mapped_instances(DAG_ID, run_id, SHIP_TASK) if ti["try_number"] > 1]
