@@ -979,7 +979,7 @@ def _build_local_stack(directory: Path) -> LocalStack:
     # The stack's embedded PostgreSQL (its command line does not matter here).
     pg = localpg.ServerCommand(["postgres", "-D", str(directory / "pg")], None, "postgresql://")
     programs = {p.name: p for p in stack_programs.programs(stack, pg, stack.executor)}
-    # What `up` records before it configures Airflow (stack._prepare), with test secrets.
+    # What `up` records before it configures Airflow (databases.prepare), with test secrets.
     state = StackState(
         airflow_url=f"http://{HOST}:{stack.ports.airflow}",
         warehouse_url=f"http://{HOST}:{stack.ports.warehouse}",
@@ -992,7 +992,7 @@ def _build_local_stack(directory: Path) -> LocalStack:
         executor=stack.executor.kind,
         celery_workers=stack.executor.workers,
         celery_concurrency=stack.executor.concurrency,
-        broker_url=stack._own_redis_url(),
+        broker_url=stack_programs.own_redis_url(stack),
         embedded_redis=True,
     )
     environment.write_env_files(stack, state, stack.executor)
