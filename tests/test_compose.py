@@ -845,7 +845,7 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context(source: str) -
 
 
 # === compose against the local stack's Celery mode =======================================
-# The local stack (`make up EXECUTOR=celery`) as shipping/ops/stack.py builds it, without
+# The local stack (`make up EXECUTOR=celery`) as shipping/ops/stack/ builds it, without
 # starting anything: its supervised programs with their command lines, and the environment
 # each one runs with (what the exec wrapper makes of supervisord's environment and the
 # program's environment file). The tests below compare compose with that, not with a copy.
@@ -956,7 +956,7 @@ VALUE_FLAGS = frozenset({"--celery-hostname", "--concurrency"})
 
 
 class LocalStack(NamedTuple):
-    """The local stack in Celery mode, as shipping/ops/stack.py builds it."""
+    """The local stack in Celery mode, as shipping/ops/stack/ builds it."""
 
     #: Each supervised program by name (its command line, stop signal and wait).
     programs: dict[str, Program]
