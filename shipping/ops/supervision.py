@@ -8,8 +8,8 @@ this module is *how* it runs:
   state, pid, uptime and restart count; start what is missing; stop everything.
 - ``python -m shipping.ops.supervision exec ... NAME -- COMMAND`` is the command supervisord runs for
   every service. It counts the service's starts (supervisord keeps no restart count),
-  kills what a crashed predecessor left behind (see :func:`sweep_orphans`), loads the
-  service's environment file, optionally drops root, and execs the service: the service
+  kills what a crashed predecessor left behind (see :func:`sweep_orphans`), replaces its
+  environment with the service's environment file, optionally drops root, and execs the service: the service
   keeps the wrapper's pid, so supervisord watches and signals the service itself.
 
 Why the sweep: supervisord puts every service in its own process group and restarts it
@@ -310,12 +310,10 @@ def exec_service(
         sweep_orphans(session=os.getsid(0), supervisor_pid=os.getppid())
     env = dict(os.environ)
     if env_file is not None:
-        # A null value removes the variable from what supervisord passed on.
-        for key, value in json.loads(env_file.read_text()).items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
+        # The file is the service's whole environment (an allowlist, built by the stack):
+        # nothing supervisord was started with reaches the service unless it is there.
+        # A null value (a variable a running stack dropped) leaves it out.
+        env = {k: v for k, v in json.loads(env_file.read_text()).items() if v is not None}
     if user is not None:
         from shipping.ops.localpg import exec_as
 

@@ -97,6 +97,25 @@ def test_a_null_in_the_environment_file_removes_the_variable(tmp_path: Path) -> 
     assert result.stdout.strip() == "None"
 
 
+def test_a_service_sees_only_its_environment_file_not_supervisords_environment(
+    tmp_path: Path,
+) -> None:
+    """The environment file is the whole environment: supervisord's own variables stay out."""
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps({"SHIPPING_TEST_VALUE": "allowed"}))
+    command = [
+        *(sys.executable, "-m", "shipping.ops.supervision", "exec"),
+        *("--run-dir", str(tmp_path / "run"), "--env-file", str(env_file), "demo", "--"),
+        *(sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"),
+    ]
+    env = {**os.environ, "AIRFLOW_ADMIN_PASSWORD": "held-by-supervisord"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    seen = json.loads(result.stdout)
+    assert "AIRFLOW_ADMIN_PASSWORD" not in seen
+    assert seen["SHIPPING_TEST_VALUE"] == "allowed"
+    assert "held-by-supervisord" not in result.stdout
+
+
 def test_a_supervisor_that_never_ran_has_no_pid_and_no_services(tmp_path: Path) -> None:
     """No pid file: not alive, no services, nothing to shut down or sweep."""
     supervisor = Supervisor(tmp_path)
