@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -74,3 +75,37 @@ def listening_sockets(stack: LiveStack) -> set[tuple[str, int]]:
             (c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN
         }
     return listeners
+
+
+#: The process title of a task process (the one that runs the DAG's code), set by the Task SDK.
+TASK_TITLE = "airflow worker -- "
+
+
+def environments_during_an_order(stack: LiveStack, lines: int = 2) -> dict[str, list[str]]:
+    """The environment blocks (/proc/PID/environ) of every process of the stack, read while
+    a slowed order's task processes run, by service (``task`` for the task processes,
+    ``supervisord`` for itself); returns after the order completed exactly once."""
+    seen: dict[str, list[str]] = {}
+    doc = start_slow_order(stack, lines, latency_ms=4000)
+    deadline = time.monotonic() + 120
+    try:
+        while "task" not in seen and time.monotonic() < deadline:
+            supervisor = Stack(env=stack.env, echo=lambda _: None).supervisor.pid()
+            roots = {"supervisord": supervisor} | {s.name: s.pid for s in services(stack).values()}
+            for name, pid in roots.items():
+                if not pid:
+                    continue
+                with contextlib.suppress(psutil.Error):
+                    root = psutil.Process(pid)
+                    tree = [root] if name == "supervisord" else [root, *root.children(True)]
+                    for proc in tree:
+                        with contextlib.suppress(psutil.Error):
+                            title = " ".join(proc.cmdline())
+                            environ = "\n".join(f"{k}={v}" for k, v in proc.environ().items())
+                            key = "task" if title.startswith(TASK_TITLE) else name
+                            seen.setdefault(key, []).append(environ)
+            time.sleep(0.2)
+    finally:
+        stack.admin.reset_faults()
+    assert_completed_once(stack, doc)
+    return seen

@@ -40,6 +40,7 @@ from tests.e2e.conftest import LiveStack, started_stack
 from tests.e2e.support import (
     RUN_TIMEOUT_S,
     assert_completed_once,
+    environments_during_an_order,
     listening_sockets,
     services,
     start_slow_order,
@@ -348,3 +349,19 @@ def test_a_worker_on_another_host_runs_lines_without_airflow_database(
             for forward in forwards.values():
                 forward.close()
             local.up()  # worker-1 and worker-2 again
+
+
+def test_no_worker_or_task_sees_the_admin_password_admin_token_or_jwt_secret(
+    stack: LiveStack,
+) -> None:
+    """Celery workers and their task processes hold neither the admin password, the
+    warehouse admin token, the JWT secret nor the metadata database, and still run tasks."""
+    local = Stack(env=stack.env, echo=lambda _: None)
+    jwt = environment.airflow_env(local, stack.state)["AIRFLOW__API_AUTH__JWT_SECRET"]
+    secrets = (stack.state.admin_password, stack.state.warehouse_admin_token, jwt)
+    seen = environments_during_an_order(stack)
+    assert {"task", "worker-1", "worker-2"} <= set(seen)
+    for name in ("task", "worker-1", "worker-2"):
+        for environ in seen[name]:
+            assert not [secret for secret in secrets if secret in environ], name
+            assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in environ, name
