@@ -19,7 +19,7 @@ Two levers, both measured with ``make bench`` (see ``docs/benchmark.md``):
 comma-separated subset of ``preimport,settings`` (default: both).
 ``SHIPPING_DAGS_FOLDER`` points the stack at another DAG folder (the benchmark's).
 
-``docker-compose.yaml`` sets the same Airflow settings (a test checks that they agree).
+Compose takes the same parallelism from :mod:`shipping.ops.airflow_settings` (``docker/airflow.env``).
 """
 
 from __future__ import annotations

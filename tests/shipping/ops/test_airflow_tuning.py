@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from shipping.ops import airflow_tuning
 from shipping.ops.airflow_tuning import (
@@ -17,8 +16,6 @@ from shipping.ops.airflow_tuning import (
     enabled_levers,
     write_local_settings,
 )
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
@@ -61,12 +58,13 @@ def test_another_dags_folder_is_passed_to_airflow(tmp_path: Path) -> None:
     assert "AIRFLOW__CORE__DAGS_FOLDER" not in airflow_env({})
 
 
-def test_compose_sets_the_same_tuned_settings() -> None:
-    """Every tuned Airflow setting of the Celery stack is in the compose file, same value."""
-    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
-    common = compose["x-airflow-common"]["environment"]
+def test_compose_gets_the_same_tuned_settings() -> None:
+    """Every tuned Airflow setting of the Celery stack is in compose's settings, same value."""
+    from shipping.ops.airflow_settings import compose_settings
+
+    compose = compose_settings()
     for name, value in airflow_env({}, celery=True).items():
-        assert str(common[name]) == value, name
+        assert compose[name] == value, name
 
 
 def test_the_local_settings_file_is_removed_with_its_lever_off(tmp_path: Path) -> None:
