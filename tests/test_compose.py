@@ -6,8 +6,10 @@ the Compose Specification's JSON schema (``../shared/compose-spec.json``, beside
 clone; CI has it), its names (DAG, pool, connections, ports, databases, variables)
 against :mod:`shipping.contract`, which the DAG and the local stack use as well, and, in
 the last part, against the local stack in Celery mode as :mod:`shipping.ops.stack` builds
-it (its programs, each one's Airflow settings and connections, its pool, its DAG folder),
-so that the two ways of running the system cannot drift apart.
+it (its programs and their commands, connections, pool and DAG folder), so that the two
+ways of running the system cannot drift apart. Airflow's settings are not compared here:
+both take them from :mod:`shipping.ops.airflow_settings` (compose through the env files
+that tests/shipping/ops/test_airflow_settings.py keeps fresh).
 """
 
 from __future__ import annotations
