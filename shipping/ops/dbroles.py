@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ProgrammingError
 
 from shipping.ops import localpg
-from shipping.ops.localpg import DatabaseRole
 from shipping.ops.state import write_private
 
 logger = logging.getLogger(__name__)
@@ -37,6 +36,115 @@ logger = logging.getLogger(__name__)
 ROLES_FILE: Final = "database-roles.json"
 #: PostgreSQL's SQLSTATE for "permission denied" (``insufficient_privilege``).
 INSUFFICIENT_PRIVILEGE: Final = "42501"
+
+
+@dataclass(frozen=True)
+class DatabaseRole:
+    """The login role that owns one database and reaches no other.
+
+    Attributes:
+        name: The role's name (the database's name: unique per stack on a shared server).
+        password: Its password (generated, kept in the stack's private secrets file).
+    """
+
+    name: str
+    password: str
+
+
+def ensure_owned_database(server_url: str, name: str, owner: DatabaseRole) -> str:
+    """Create database ``name`` on the server of ``server_url``, owned by ``owner``.
+
+    The role is created (or its password set), made the owner of the database (an
+    existing one too) and of every object in it, and every privilege of ``PUBLIC`` on
+    the database (``CONNECT``, ``TEMPORARY``) is revoked: only the owner (and superusers)
+    can connect.
+
+    Returns:
+        The URL of that database as ``owner``.
+
+    Raises:
+        sqlalchemy.exc.ProgrammingError: ``server_url``'s user may not create roles or
+            databases (SQLSTATE :data:`INSUFFICIENT_PRIVILEGE`).
+    """
+    url = make_url(server_url)
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    quote = engine.dialect.identifier_preparer.quote
+    database, role = quote(name), quote(owner.name)
+    try:
+        with engine.connect() as conn:
+            _ensure_role(conn, owner, role)
+            current_owner = conn.execute(
+                sa.text("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :name"),
+                {"name": name},
+            ).scalar()
+            if current_owner is None:
+                conn.execute(sa.text(f"CREATE DATABASE {database} OWNER {role}"))
+            elif current_owner != owner.name:
+                conn.execute(sa.text(f"ALTER DATABASE {database} OWNER TO {role}"))
+            conn.execute(sa.text(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC"))
+    finally:
+        engine.dispose()
+    _own_everything(url.set(database=name), owner)
+    role_url = url.set(database=name, username=owner.name, password=owner.password)
+    return role_url.render_as_string(hide_password=False)
+
+
+def _ensure_role(conn: sa.Connection, role: DatabaseRole, quoted: str) -> None:
+    exists = conn.execute(
+        sa.text("SELECT 1 FROM pg_roles WHERE rolname = :name"), {"name": role.name}
+    ).scalar()
+    verb = "ALTER" if exists else "CREATE"
+    # Utility statements take no server-side parameters: psycopg2 quotes the password
+    # into the statement on the client.
+    conn.exec_driver_sql(
+        f"{verb} ROLE {quoted} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %s",
+        (role.password,),
+    )
+
+
+#: Every relation, standalone sequence, type and routine in ``database`` not owned by
+#: the role yet (extension members and sequences owned by a column move with theirs).
+_FOREIGN_OBJECTS = """
+SELECT format('ALTER TABLE %I.%I OWNER TO %I', n.nspname, c.relname, :role)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+  AND pg_get_userbyid(c.relowner) <> :role
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'))
+UNION ALL
+SELECT format('ALTER TYPE %I.%I OWNER TO %I', n.nspname, t.typname, :role)
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typtype IN ('e', 'd', 'r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_get_userbyid(t.typowner) <> :role
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                  AND d.objid = t.oid AND d.deptype = 'e')
+UNION ALL
+SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, :role)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_get_userbyid(p.proowner) <> :role
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                  AND d.objid = p.oid AND d.deptype = 'e')
+UNION ALL
+SELECT format('ALTER SCHEMA %I OWNER TO %I', n.nspname, :role)
+FROM pg_namespace n
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+  AND n.nspname NOT LIKE 'pg_%' AND pg_get_userbyid(n.nspowner) <> :role
+"""
+
+
+def _own_everything(database_url: URL, role: DatabaseRole) -> None:
+    """Give ``role`` what an older stack made in the database as another user (its
+    tables, sequences, types): a database made by the role itself has nothing to move."""
+    engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            statements = conn.execute(sa.text(_FOREIGN_OBJECTS), {"role": role.name}).scalars()
+            for statement in list(statements):
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -88,8 +196,8 @@ def ensure_service_databases(
     passwords = role_passwords(directory, full.values())
     try:
         urls = {
-            name: localpg.ensure_database(
-                server_url, database, owner=DatabaseRole(database, passwords[database])
+            name: ensure_owned_database(
+                server_url, database, DatabaseRole(database, passwords[database])
             )
             for name, database in full.items()
         }

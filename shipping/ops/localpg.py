@@ -21,9 +21,7 @@ Hardened defaults (docs/security.md):
   of its own made by :func:`tempfile.mkdtemp` (0700, a random name nobody could have
   prepared), recorded beside the data folder and reused while it stays private. Never
   in a shared, world-writable folder.
-- **A role per database.** :func:`ensure_database` with a :class:`DatabaseRole` makes the
-  role the database's owner (and of everything in it) and revokes ``CONNECT`` from
-  ``PUBLIC``: each service's role reaches its own database only.
+- **A role per database**: :mod:`shipping.ops.dbroles`.
 """
 
 from __future__ import annotations
@@ -305,116 +303,27 @@ def stop(pgdata: Path) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class DatabaseRole:
-    """The login role that owns one database and reaches no other.
-
-    Attributes:
-        name: The role's name (the database's name: unique per stack on a shared server).
-        password: Its password (generated, kept in the stack's private secrets file).
-    """
-
-    name: str
-    password: str = ""
-
-
-def ensure_database(server_url: str, name: str, *, owner: DatabaseRole | None = None) -> str:
+def ensure_database(server_url: str, name: str) -> str:
     """Create database ``name`` on the server of ``server_url`` unless it exists.
 
-    With ``owner``, the role is created (or its password set), made the owner of the
-    database and of every object in it, and ``CONNECT`` (with ``TEMPORARY``) is revoked
-    from ``PUBLIC``: only the owner (and superusers) can connect.
+    (:func:`shipping.ops.dbroles.ensure_owned_database` makes one owned by a role.)
 
     Returns:
-        The URL of that database: as ``owner`` when given, else as ``server_url``'s user.
-
-    Raises:
-        sqlalchemy.exc.ProgrammingError: ``server_url``'s user may not create roles or
-            databases (``InsufficientPrivilege``).
+        The URL of that database.
     """
     url = make_url(server_url)
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    quote = engine.dialect.identifier_preparer.quote
     try:
         with engine.connect() as conn:
-            if owner is not None:
-                _ensure_role(conn, owner, quote(owner.name))
-            current_owner = conn.execute(
-                sa.text("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :name"),
-                {"name": name},
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
             ).scalar()
-            if current_owner is None:
-                also = f" OWNER {quote(owner.name)}" if owner is not None else ""
-                conn.execute(sa.text(f"CREATE DATABASE {quote(name)}{also}"))
-            elif owner is not None and current_owner != owner.name:
-                conn.execute(sa.text(f"ALTER DATABASE {quote(name)} OWNER TO {quote(owner.name)}"))
-            if owner is not None:
-                conn.execute(sa.text(f"REVOKE ALL ON DATABASE {quote(name)} FROM PUBLIC"))
+            if not exists:
+                quoted = engine.dialect.identifier_preparer.quote(name)
+                conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
     finally:
         engine.dispose()
-    if owner is None:
-        return url.set(database=name).render_as_string(hide_password=False)
-    _own_everything(url.set(database=name), owner)
-    role_url = url.set(database=name, username=owner.name, password=owner.password)
-    return role_url.render_as_string(hide_password=False)
-
-
-def _ensure_role(conn: sa.Connection, role: DatabaseRole, quoted: str) -> None:
-    exists = conn.execute(
-        sa.text("SELECT 1 FROM pg_roles WHERE rolname = :name"), {"name": role.name}
-    ).scalar()
-    verb = "ALTER" if exists else "CREATE"
-    # Utility statements take no server-side parameters: psycopg2 quotes the password
-    # into the statement on the client.
-    conn.exec_driver_sql(
-        f"{verb} ROLE {quoted} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %s",
-        (role.password,),
-    )
-
-
-#: Every relation, standalone sequence, type and routine in ``database`` not owned by
-#: the role yet (extension members and sequences owned by a column move with theirs).
-_FOREIGN_OBJECTS = """
-SELECT format('ALTER TABLE %I.%I OWNER TO %I', n.nspname, c.relname, :role)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-  AND pg_get_userbyid(c.relowner) <> :role
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                  AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'))
-UNION ALL
-SELECT format('ALTER TYPE %I.%I OWNER TO %I', n.nspname, t.typname, :role)
-FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-WHERE t.typtype IN ('e', 'd', 'r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND pg_get_userbyid(t.typowner) <> :role
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
-                  AND d.objid = t.oid AND d.deptype = 'e')
-UNION ALL
-SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, :role)
-FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND pg_get_userbyid(p.proowner) <> :role
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                  AND d.objid = p.oid AND d.deptype = 'e')
-UNION ALL
-SELECT format('ALTER SCHEMA %I OWNER TO %I', n.nspname, :role)
-FROM pg_namespace n
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
-  AND n.nspname NOT LIKE 'pg_%' AND pg_get_userbyid(n.nspowner) <> :role
-"""
-
-
-def _own_everything(database_url: URL, role: DatabaseRole) -> None:
-    """Give ``role`` what an older stack made in the database as another user (its
-    tables, sequences, types): a database made by the role itself has nothing to move."""
-    engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            statements = conn.execute(sa.text(_FOREIGN_OBJECTS), {"role": role.name}).scalars()
-            for statement in list(statements):
-                conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(server_url: str, name: str) -> None:

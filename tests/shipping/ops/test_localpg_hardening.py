@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
 from shipping.ops import localpg
-from shipping.ops.localpg import DatabaseRole
+from shipping.ops.dbroles import DatabaseRole, ensure_owned_database
 
 
 def without_password(url: str) -> URL:
@@ -148,8 +148,8 @@ def two_databases(postgres_server_url: str) -> Iterator[dict[str, str]]:
     suffix = uuid.uuid4().hex[:8]
     names = {"ledger": f"t_ledger_{suffix}", "warehouse": f"t_warehouse_{suffix}"}
     urls = {
-        kind: localpg.ensure_database(
-            postgres_server_url, name, owner=DatabaseRole(name, f"pw-{uuid.uuid4().hex}")
+        kind: ensure_owned_database(
+            postgres_server_url, name, DatabaseRole(name, f"pw-{uuid.uuid4().hex}")
         )
         for kind, name in names.items()
     }
@@ -210,8 +210,8 @@ def test_tables_an_older_stack_made_as_superuser_move_to_the_role(
         conn.execute(sa.text("CREATE TYPE state AS ENUM ('a', 'b')"))
     engine.dispose()
     try:
-        role_url = localpg.ensure_database(
-            postgres_server_url, name, owner=DatabaseRole(name, f"pw-{uuid.uuid4().hex}")
+        role_url = ensure_owned_database(
+            postgres_server_url, name, DatabaseRole(name, f"pw-{uuid.uuid4().hex}")
         )
         engine = sa.create_engine(role_url)
         with engine.begin() as conn:
@@ -230,15 +230,11 @@ def test_ensure_database_with_a_role_is_idempotent_and_keeps_the_password_curren
     """Asking again returns the same URL; a changed password takes effect."""
     name = f"t_idem_{uuid.uuid4().hex[:8]}"
     try:
-        first = localpg.ensure_database(
-            postgres_server_url, name, owner=DatabaseRole(name, "pw-one-1234")
-        )
-        again = localpg.ensure_database(
-            postgres_server_url, name, owner=DatabaseRole(name, "pw-one-1234")
-        )
+        first = ensure_owned_database(postgres_server_url, name, DatabaseRole(name, "pw-one-1234"))
+        again = ensure_owned_database(postgres_server_url, name, DatabaseRole(name, "pw-one-1234"))
         assert first == again
-        changed = localpg.ensure_database(
-            postgres_server_url, name, owner=DatabaseRole(name, "pw-two-5678")
+        changed = ensure_owned_database(
+            postgres_server_url, name, DatabaseRole(name, "pw-two-5678")
         )
         assert connects(changed)
         assert not connects(first)
