@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,16 +18,16 @@ SLACK_S = 10.0
 PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
-@pytest.fixture
-def warehouse_process(tmp_path: Path) -> Iterator[WarehouseProcess]:
-    """The real warehouse process with a 1 s request-head deadline."""
+@pytest.fixture(scope="module")
+def warehouse_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WarehouseProcess]:
+    """The real warehouse process with a 1 s request-head deadline (one for the module)."""
     process = WarehouseProcess(
         {
             "WAREHOUSE_API_TOKEN": "client-token-stall",
             "WAREHOUSE_ADMIN_TOKEN": "admin-token-stall",
             "WAREHOUSE_HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT_S),
         },
-        tmp_path,
+        tmp_path_factory.mktemp("stalled"),
         "stalled",
     )
     try:
