@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from warehouse_mock.app import create_app
+from warehouse_mock.protocol import head_timeout_protocol
 from warehouse_mock.settings import Settings, SettingsError
 
 logger = logging.getLogger("warehouse_mock")
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         workers=1,
+        # A client that stalls in its request head is answered 408 and dropped.
+        http=head_timeout_protocol(settings.header_timeout_seconds),
         log_config=None,  # our basicConfig above formats uvicorn's records too
         log_level=args.log_level,
         server_header=False,

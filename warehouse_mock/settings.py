@@ -11,6 +11,7 @@
 | ``WAREHOUSE_FAULTS`` | faults at start, the JSON of ``PUT /_admin/faults`` | no faults |
 | ``WAREHOUSE_RETENTION_HOURS`` | how long stored responses are replayed (>= 24) | 48 |
 | ``WAREHOUSE_INFLIGHT_LEASE_SECONDS`` | how long an in-flight claim blocks its key | 30 |
+| ``WAREHOUSE_HEADER_TIMEOUT_SECONDS`` | how long a client may take to send a request's line and headers before it gets a 408 and is disconnected (``python -m warehouse_mock``; 0.1-300) | 10 |
 
 An empty variable counts as unset. Rotation of the client ``default``: set
 ``WAREHOUSE_API_TOKENS=NEW,OLD`` at the warehouse, switch the senders'
@@ -167,6 +168,8 @@ class Settings(BaseSettings):
         retention_hours: How long a stored response is replayed; purged lazily afterwards.
         inflight_lease_seconds: How long an in-flight claim blocks its key before another
             request may take it over (a crashed request leaves its claim behind).
+        header_timeout_seconds: How long a client may take to send a request's head
+            before the server drops it (:mod:`warehouse_mock.protocol`).
     """
 
     model_config = SettingsConfigDict(
@@ -201,6 +204,9 @@ class Settings(BaseSettings):
     # The contract promises replays for at least a day.
     retention_hours: Annotated[float, Field(ge=24)] = 48.0
     inflight_lease_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Long enough for any client on a slow link (a head is a few hundred bytes), short
+    # enough that stalled connections do not pile up.
+    header_timeout_seconds: Annotated[float, Field(ge=0.1, le=300)] = 10.0
 
     def __init__(self, **values: Any) -> None:
         """Read the environment, apply ``values`` and check the result.

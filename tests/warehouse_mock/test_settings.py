@@ -24,6 +24,7 @@ OPTIONAL = [
     "WAREHOUSE_FAULTS",
     "WAREHOUSE_RETENTION_HOURS",
     "WAREHOUSE_INFLIGHT_LEASE_SECONDS",
+    "WAREHOUSE_HEADER_TIMEOUT_SECONDS",
 ]
 
 
@@ -58,6 +59,7 @@ def test_defaults_apply_when_only_the_tokens_are_set() -> None:
     assert settings.database_url == "sqlite:///warehouse.db"
     assert settings.retention_hours == 48
     assert settings.inflight_lease_seconds == 30
+    assert settings.header_timeout_seconds == 10
     assert settings.faults == FaultConfig()
     assert settings.other_clients == {}
 
@@ -177,6 +179,21 @@ def test_invalid_inflight_lease_is_refused(environment: pytest.MonkeyPatch, valu
     """The in-flight lease is a positive number of seconds, at most an hour."""
     error = refusal(environment, WAREHOUSE_INFLIGHT_LEASE_SECONDS=value)
     assert error.variable == "WAREHOUSE_INFLIGHT_LEASE_SECONDS"
+
+
+@pytest.mark.parametrize("value", ["0", "0.05", "301", "nan", "soon"])
+def test_invalid_header_timeout_is_refused(environment: pytest.MonkeyPatch, value: str) -> None:
+    """The request-head deadline is 0.1 to 300 seconds."""
+    error = refusal(environment, WAREHOUSE_HEADER_TIMEOUT_SECONDS=value)
+    assert error.variable == "WAREHOUSE_HEADER_TIMEOUT_SECONDS"
+
+
+def test_the_header_timeout_is_read(environment: pytest.MonkeyPatch) -> None:
+    """WAREHOUSE_HEADER_TIMEOUT_SECONDS sets the request-head deadline."""
+    assert (
+        settings_with(environment, WAREHOUSE_HEADER_TIMEOUT_SECONDS="2.5").header_timeout_seconds
+        == 2.5
+    )
 
 
 @pytest.mark.parametrize("value", ["not a url", "nosuchdialect://host/db"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from shipping.contract import AIRFLOW_ADMIN_USER
 from shipping.ops import localpg
-from shipping.ops.executor import ExecutorSettings
+from shipping.ops.executor import ExecutorSettings, RedisServer
 from shipping.ops.settings import SettingsError
 from shipping.ops.stack import credentials, environment, health, programs
 from shipping.ops.stack.common import (
@@ -55,6 +55,8 @@ class Stack:
         self.db_prefix = self.env.get("SHIPPING_DATABASE_PREFIX", "")
         self.echo = echo
         self.supervisor = Supervisor(self.dir)
+        #: The redis-server of the stack's own broker, once chosen (Celery mode).
+        self.redis_server: RedisServer | None = None
 
     # ----------------------------------------------------------------- queries
     def state(self) -> StackState | None:
@@ -131,7 +133,10 @@ class Stack:
         state = prepare(self, pg.url if pg is not None else None)
         credentials.save_tokens(self, state, credentials.wanted_tokens(self, state))
         if self.executor.celery and self.executor.redis_url is None:
-            self.echo("Starting the Redis broker ...")
+            redis = programs.redis_server(self)
+            self.echo(
+                f"Starting the Redis broker (redis-server {redis.version}: {redis.reason}) ..."
+            )
             self.supervisor.start("redis")
         env = environment.airflow_env(self, state)
         environment.write_env_files(self, state, self.executor)
@@ -245,6 +250,11 @@ class Stack:
             f"  Airflow UI and API  {state.airflow_url}  (user {AIRFLOW_ADMIN_USER}, password {password})\n"
             f"  Warehouse API       {state.warehouse_url}  (docs at /docs)\n"
             f"  Logs                {self.logs}"
+            + (
+                f"\n  Redis broker        redis-server {state.redis_version} ({state.redis_reason})"
+                if state.redis_version
+                else ""
+            )
         )
 
     def save(self, state: StackState) -> None:

@@ -1,4 +1,5 @@
-"""The stack's state on a fresh start: credentials, the three databases, the ledger's tables."""
+"""The stack's state on a fresh start: credentials, the three databases (each owned by a
+role of its own, :mod:`shipping.ops.dbroles`), the ledger's tables."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from shipping.connections import TOKEN_VAR
 from shipping.contract import AIRFLOW_DATABASE, LEDGER_DATABASE, WAREHOUSE_DATABASE
-from shipping.ops import localpg
+from shipping.ops import dbroles, localpg
 from shipping.ops.stack.common import HOST
 from shipping.ops.stack.credentials import generated_notice
 from shipping.ops.stack.programs import own_redis_url
@@ -41,9 +42,16 @@ def prepare(stack: Stack, embedded_url: str | None) -> StackState:
     )
 
     server = embedded_url or stack.env["SHIPPING_POSTGRES_URL"]
-    for database in (AIRFLOW_DATABASE, WAREHOUSE_DATABASE):
-        localpg.ensure_database(server, stack.db_prefix + database)
-    if stack.env.get("SHIPPING_LEDGER_URL"):
+    own_ledger = not stack.env.get("SHIPPING_LEDGER_URL")
+    # Each database owned by a role of its own, which its service connects as.
+    databases = dbroles.ensure_service_databases(
+        server,
+        stack.dir,
+        (AIRFLOW_DATABASE, WAREHOUSE_DATABASE, *([LEDGER_DATABASE] if own_ledger else [])),
+        prefix=stack.db_prefix,
+        own_server=embedded_url is not None,
+    )
+    if not own_ledger:
         # The ledger on a server of its own (workers on other machines reach it, and
         # only it): the database is created there if missing.
         ledger_url = make_url(stack.env["SHIPPING_LEDGER_URL"])
@@ -52,8 +60,7 @@ def prepare(stack: Stack, embedded_url: str | None) -> StackState:
             ledger_server.render_as_string(hide_password=False), str(ledger_url.database)
         )
     else:
-        ledger_url = make_url(server).set(database=stack.db_prefix + LEDGER_DATABASE)
-        localpg.ensure_database(server, stack.db_prefix + LEDGER_DATABASE)
+        ledger_url = make_url(databases.urls[LEDGER_DATABASE])
 
     from shipping.ledger import Ledger
 
@@ -83,4 +90,10 @@ def prepare(stack: Stack, embedded_url: str | None) -> StackState:
         ledger_url=ledger_url.render_as_string(hide_password=False),
         postgres_url=server,
         embedded_postgres=embedded_url is not None,
+        airflow_database_url=databases.urls[AIRFLOW_DATABASE],
+        warehouse_database_url=databases.urls[WAREHOUSE_DATABASE],
+        database_roles=databases.roles,
+        redis_server=stack.redis_server.binary if stack.redis_server else "",
+        redis_version=stack.redis_server.version if stack.redis_server else "",
+        redis_reason=stack.redis_server.reason if stack.redis_server else "",
     )

@@ -151,7 +151,8 @@ def base_env(stack: Stack) -> dict[str, str]:
 def warehouse_env(stack: Stack, state: StackState) -> dict[str, str]:
     """The warehouse service's environment: its settings, its database and its tokens."""
     env = base_env(stack) | _matching(stack.env, WAREHOUSE_PATTERNS)
-    env["WAREHOUSE_DATABASE_URL"] = (
+    # As its own role; a state file of an older stack has none.
+    env["WAREHOUSE_DATABASE_URL"] = state.warehouse_database_url or (
         make_url(state.postgres_url)
         .set(database=stack.db_prefix + WAREHOUSE_DATABASE)
         .render_as_string(hide_password=False)
@@ -171,7 +172,10 @@ def airflow_env(stack: Stack, state: StackState) -> dict[str, str]:
     if not secrets_file.exists():
         write_private(secrets_file, json.dumps({"jwt": secrets.token_urlsafe(32)}))
     jwt_secret = json.loads(secrets_file.read_text())["jwt"]
-    metadata = make_url(state.postgres_url).set(database=stack.db_prefix + AIRFLOW_DATABASE)
+    metadata = make_url(
+        state.airflow_database_url
+        or make_url(state.postgres_url).set(database=stack.db_prefix + AIRFLOW_DATABASE)
+    )
     celery = state.executor == "celery"
     tuning = airflow_tuning.airflow_env(stack.env, celery=celery)
     site = airflow_settings.Site(

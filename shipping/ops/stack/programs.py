@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shipping.ops import localpg
-from shipping.ops.executor import ExecutorSettings, redis_server_binary
+from shipping.ops.executor import ExecutorSettings, RedisServer, choose_redis_server
+from shipping.ops.settings import SettingsError
 from shipping.ops.stack.common import (
     AIRFLOW_COMPONENTS,
     HOST,
@@ -113,7 +114,7 @@ def redis_argv(stack: Stack) -> list[str]:
     config = data / "redis.conf"
     write_private(config, f"requirepass {secrets_file.read_text().strip()}\n")
     return [
-        redis_server_binary(stack.env),
+        redis_server(stack).binary,
         str(config),
         "--bind",
         HOST,
@@ -130,6 +131,17 @@ def redis_argv(stack: Stack) -> list[str]:
         "--protected-mode",
         "yes",
     ]
+
+
+def redis_server(stack: Stack) -> RedisServer:
+    """The redis-server of the stack's own broker: the machine's when it is recent enough,
+    else the bundled one (chosen once per :class:`Stack`)."""
+    if stack.redis_server is None:
+        try:
+            stack.redis_server = choose_redis_server(stack.env)
+        except SettingsError as exc:
+            raise StackError(str(exc)) from None
+    return stack.redis_server
 
 
 def own_redis_url(stack: Stack) -> str:

