@@ -351,3 +351,46 @@ def test_drift_found_names_the_count_and_each_order_once() -> None:
         "`shipping reconcile ORDER_ID` for each",
         report,
     )
+
+
+def test_a_throttle_keeps_every_field_it_is_given() -> None:
+    """WarehouseThrottled hands its message, status, problem, detail, wait and attempts on."""
+    doc = problem("/problems/throttled", 503, "busy")
+    error = WarehouseThrottled(
+        "slow down", status=503, problem=doc, detail="come back", retry_after=2.5, attempts=4
+    )
+    assert (
+        str(error),
+        error.status,
+        error.problem,
+        error.problem_type,
+        error.detail,
+        error.retry_after,
+        error.attempts,
+    ) == ("slow down (after 4 attempts)", 503, doc, "/problems/throttled", "come back", 2.5, 4)
+
+
+def test_a_problem_type_without_a_slash_is_named_whole() -> None:
+    """RFC 9457's default type "about:blank" is named as it is, the status picks the class."""
+    error = error_for_response(500, problem("about:blank", 500, "boom"))
+    assert (type(error), str(error)) == (
+        WarehouseServerError,
+        "warehouse answered 500 (about:blank): boom",
+    )
+
+
+def test_an_answer_without_a_problem_document_keeps_its_detail_in_the_message() -> None:
+    """A proxy's page: the message says there was no problem document and quotes the excerpt."""
+    error = error_for_response(502, None, detail="<html>bad gateway</html>")
+    assert (str(error), error.detail, error.problem) == (
+        "warehouse answered 502 (no problem document): <html>bad gateway</html>",
+        "<html>bad gateway</html>",
+        None,
+    )
+
+
+def test_a_drift_found_rebuilt_from_its_args_keeps_its_report() -> None:
+    """DriftFound's args are its report, so a copy made from them is the same error."""
+    report = {"drift": [{"order_id": "A"}]}
+    copy = DriftFound(*DriftFound(report).args)
+    assert (copy.report, str(copy)) == (report, str(DriftFound(report)))

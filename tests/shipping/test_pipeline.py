@@ -13,8 +13,10 @@ import sqlalchemy as sa
 
 from shipping import pipeline
 from shipping.errors import (
+    ConnectionConfigError,
     OrderConflict,
     OrderIncomplete,
+    OrderNotFound,
     OrderRejected,
     ShipmentConflict,
     ShipmentMismatch,
@@ -426,3 +428,62 @@ def test_a_rejected_orders_customer_id_is_stored_without_control_characters(
             sa.select(orders.c.customer_id).where(orders.c.order_id == order["order_id"])
         ).scalar_one()
     assert stored == "C 42?"
+
+
+def test_a_try_whose_client_cannot_be_built_counts_no_request(
+    ledger: Ledger, order: dict[str, Any]
+) -> None:
+    """No client, no request: the failure is recorded with the line's attempts still 0."""
+    pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+
+    def broken() -> Any:
+        raise ConnectionConfigError("connection 'warehouse_api' has no password (the token)")
+
+    with (
+        pytest.raises(ConnectionConfigError),
+        pipeline.line_client(ledger, broken, order_id=order["order_id"], line_id="1", try_number=1),
+    ):
+        pass
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (line.state, line.attempts) == ("FAILED", 0)
+
+
+def test_finalize_of_an_order_the_ledger_does_not_hold_is_order_not_found(
+    ledger: Ledger,
+) -> None:
+    """The reducer of an unknown order fails with OrderNotFound, whatever the results say."""
+    with pytest.raises(OrderNotFound, match="NOPE"):
+        pipeline.finalize(ledger, "NOPE", [{"line_id": "1", "shipment_id": "shp_1"}])
+
+
+def test_finalizes_mismatch_names_the_order_the_line_and_both_shipments(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """The mismatch carries the order, the line, the ledger's shipment and the reported one."""
+    results = [ship(ledger, client, order, 0), ship(ledger, client, order, 1)]
+    recorded = results[1]["shipment_id"]
+    results[1] = {**results[1], "shipment_id": "shp_other"}
+    with pytest.raises(ShipmentMismatch) as excinfo:
+        pipeline.finalize(ledger, order["order_id"], results)
+    error = excinfo.value
+    assert (error.order_id, error.line_id, error.recorded, error.reported) == (
+        order["order_id"],
+        "2",
+        recorded,
+        "shp_other",
+    )
+
+
+def test_finalize_logs_that_it_finalized_the_order_then_that_it_was_done(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reducer's task log says whether this run finalized the order, with its line count."""
+    results = [ship(ledger, client, order, 0), ship(ledger, client, order, 1)]
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
+        pipeline.finalize(ledger, order["order_id"], results)
+        pipeline.finalize(ledger, order["order_id"], results)
+    said = [r.getMessage() for r in caplog.records if r.name == "shipping.pipeline"]
+    assert said[-2:] == [
+        f"order {order['order_id']} finalized as SHIPPED (2 lines)",
+        f"order {order['order_id']} was already SHIPPED (2 lines)",
+    ]
