@@ -487,3 +487,13 @@ def test_finalize_logs_that_it_finalized_the_order_then_that_it_was_done(
         f"order {order['order_id']} finalized as SHIPPED (2 lines)",
         f"order {order['order_id']} was already SHIPPED (2 lines)",
     ]
+
+
+def test_a_shipment_adopted_by_the_lookup_counts_no_post(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """A try that adopts the shipment made before posts nothing: its result and line say 0."""
+    ship_behind_the_ledgers_back(client, order)
+    result = ship(ledger, client, order, 0, try_number=2)
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (result["attempts"], line.attempts) == (0, 0)
