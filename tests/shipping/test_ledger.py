@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 from collections.abc import Iterator
@@ -1261,3 +1262,113 @@ def test_finalize_names_missing_lines_in_line_order_after_an_update(ledger: Ledg
     with pytest.raises(OrderIncomplete) as raised:
         ledger.finalize_order("ORD-1")
     assert list(raised.value.missing) == ["10", "2", "1"]
+
+
+def ledger_said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the ledger wrote to the task log, message by message."""
+    return [r.getMessage() for r in caplog.records if r.name == "shipping.ledger.repository"]
+
+
+def test_registering_logs_the_order_once_then_that_nothing_changed(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first registration logs the line count; the owner's retry logs that it changed nothing."""
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.register_order(make_order("1", "2"))
+        ledger.register_order(make_order("1", "2"))
+    assert ledger_said(caplog) == [
+        "order ORD-1 registered with 2 lines",
+        "order ORD-1 was registered already; nothing changed",
+    ]
+
+
+def test_a_duplicate_registration_logs_the_owner_and_the_duplicate(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ledger's log of a duplicate run names the owner run and the duplicate."""
+    ledger.register_order(make_order("1"), run_id="run-1")
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.register_order(make_order("1"), run_id="run-2")
+    assert ledger_said(caplog) == [
+        "order ORD-1 belongs to run run-1; run run-2 is a duplicate and ships nothing"
+    ]
+
+
+def test_a_rejection_is_logged_once_with_its_reason(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first rejection logs the order and the reason; repeating it logs nothing."""
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        for _ in range(2):
+            ledger.reject_order(order_id="ORD-1", customer_id="C", reason="bad", content_hash="h")
+    assert ledger_said(caplog) == ["order ORD-1 rejected: bad"]
+
+
+def test_recording_a_try_logs_the_line_its_outcome_and_attempts(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed try logs its error and count; a shipped one its shipment, try and attempts."""
+    ledger.register_order(make_order("1"))
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        fail_line(ledger)
+        ledger.record_shipped(
+            order_id="ORD-1", line_id="1", try_number=2, requests=3, **shipped("1", "shp-1")
+        )
+    assert ledger_said(caplog) == [
+        "order ORD-1 line 1 failed in try 1 (1 attempts, line FAILED): SkuRefused: no",
+        "order ORD-1 line 1 shipped as shp-1 (try 2, 4 attempts)",
+    ]
+
+
+def test_finalizing_logs_the_order_and_its_line_count_once(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The call that ships the order logs it with its line count; a repeat logs nothing."""
+    order = make_order("1", "2")
+    ledger.register_order(order)
+    ship_all(ledger, order)
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.finalize_order("ORD-1")
+        ledger.finalize_order("ORD-1")
+    assert ledger_said(caplog) == ["order ORD-1 shipped: all 2 lines"]
+
+
+def test_an_amendment_and_its_void_are_logged(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancel logs who, why and the key to void; the void logs the shipment it cancelled."""
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.amend_line(
+            order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="gone"
+        )
+        ledger.record_void(order_id="ORD-1", line_id="1", key="ORD-1:1", shipment_id="s-9")
+    assert ledger_said(caplog) == [
+        "order ORD-1 line 1: CANCEL by ada (gone); key ORD-1:1 to be voided",
+        "order ORD-1 line 1: key ORD-1:1 voided at the warehouse, shipment s-9 cancelled "
+        "(line CANCELLED)",
+    ]
+
+
+def test_a_void_with_nothing_to_cancel_is_logged_without_a_shipment(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A void that cancelled no shipment does not name one."""
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    cancel_line_without_void(ledger)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.record_void(order_id="ORD-1", line_id="1", key="ORD-1:1", shipment_id=None)
+    assert ledger_said(caplog) == [
+        "order ORD-1 line 1: key ORD-1:1 voided at the warehouse (line CANCELLED)"
+    ]
+
+
+def cancel_line_without_void(ledger: Ledger) -> None:
+    """Cancel line 1 of ORD-1, leaving the void of its key pending."""
+    ledger.amend_line(
+        order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="gone"
+    )
