@@ -394,3 +394,24 @@ def test_a_drift_found_rebuilt_from_its_args_keeps_its_report() -> None:
     report = {"drift": [{"order_id": "A"}]}
     copy = DriftFound(*DriftFound(report).args)
     assert (copy.report, str(copy)) == (report, str(DriftFound(report)))
+
+
+def test_a_warehouse_errors_args_and_repr_hold_its_message() -> None:
+    """The message is the exception's only arg, so its repr (in tracebacks) shows it."""
+    error = WarehouseServerError("warehouse answered 500", status=500)
+    assert (error.args, repr(error)) == (
+        ("warehouse answered 500",),
+        "WarehouseServerError('warehouse answered 500')",
+    )
+
+
+def test_one_attempt_is_counted_in_the_singular() -> None:
+    """An exception after a single attempt says "1 attempt", not "1 attempts"."""
+    error = WarehouseServerError("warehouse answered 500", status=500, attempts=1)
+    assert str(error) == "warehouse answered 500 (after 1 attempt)"
+
+
+def test_a_problems_fields_that_are_not_text_are_not_kept_as_text() -> None:
+    """A detail that is a list (a framework's validation errors) or a numeric type is None."""
+    error = error_for_response(422, {"type": 7, "detail": [{"loc": ["body"], "msg": "bad"}]})
+    assert (type(error), error.detail, error.problem_type) == (WarehouseRejected, None, None)
