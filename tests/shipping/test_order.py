@@ -278,3 +278,36 @@ def test_a_lines_error_renames_only_its_own_place() -> None:
     assert line_errors({"line_id": "1", "sku": "border\t", "quantity": 1}) == [
         "line.sku: 'border\\t' is not text without control characters (newline, tab, NUL, ...)"
     ]
+
+
+def test_a_lone_surrogate_in_a_line_is_refused_naming_the_line() -> None:
+    """A lone surrogate inside the items list is found and placed by its index."""
+    doc = valid_order()
+    doc["items"][1]["sku"] = "TEE\udfff"
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert excinfo.value.errors == ["order.items[1].sku: not valid Unicode (a lone surrogate)"]
+
+
+def test_every_duplicate_line_id_is_named_once() -> None:
+    """Two ids used twice are both named, in the order they were seen, once each."""
+    doc = valid_order()
+    doc["items"] = [{"line_id": i, "sku": "S", "quantity": 1} for i in ("2", "1", "2", "1", "2")]
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert excinfo.value.errors == ["order.items: duplicate line_id '2', '1'"]
+
+
+def test_schema_problems_are_listed_by_where_they_are() -> None:
+    """Problems come sorted by their place in the document, whatever its depth."""
+    doc = valid_order()
+    doc["customer_id"] = 42
+    doc["ship_to"]["country"] = "de"
+    doc["items"][0]["quantity"] = 0
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert [e.split(":", 1)[0] for e in excinfo.value.errors] == [
+        "order.customer_id",
+        "order.items[0].quantity",
+        "order.ship_to.country",
+    ]
