@@ -480,7 +480,8 @@ class Ledger:
                     .where(orders.c.order_id == order_id, orders.c.state != OrderState.SHIPPED)
                     .values(
                         state=OrderState.SHIPPED,
-                        shipped_at=sa.func.coalesce(orders.c.shipped_at, now),
+                        # Only this update sets shipped_at, so it is NULL until now.
+                        shipped_at=now,
                         updated_at=now,
                     )
                 ).rowcount

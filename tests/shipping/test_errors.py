@@ -351,3 +351,67 @@ def test_drift_found_names_the_count_and_each_order_once() -> None:
         "`shipping reconcile ORDER_ID` for each",
         report,
     )
+
+
+def test_a_throttle_keeps_every_field_it_is_given() -> None:
+    """WarehouseThrottled hands its message, status, problem, detail, wait and attempts on."""
+    doc = problem("/problems/throttled", 503, "busy")
+    error = WarehouseThrottled(
+        "slow down", status=503, problem=doc, detail="come back", retry_after=2.5, attempts=4
+    )
+    assert (
+        str(error),
+        error.status,
+        error.problem,
+        error.problem_type,
+        error.detail,
+        error.retry_after,
+        error.attempts,
+    ) == ("slow down (after 4 attempts)", 503, doc, "/problems/throttled", "come back", 2.5, 4)
+
+
+def test_a_problem_type_without_a_slash_is_named_whole() -> None:
+    """RFC 9457's default type "about:blank" is named as it is, the status picks the class."""
+    error = error_for_response(500, problem("about:blank", 500, "boom"))
+    assert (type(error), str(error)) == (
+        WarehouseServerError,
+        "warehouse answered 500 (about:blank): boom",
+    )
+
+
+def test_an_answer_without_a_problem_document_keeps_its_detail_in_the_message() -> None:
+    """A proxy's page: the message says there was no problem document and quotes the excerpt."""
+    error = error_for_response(502, None, detail="<html>bad gateway</html>")
+    assert (str(error), error.detail, error.problem) == (
+        "warehouse answered 502 (no problem document): <html>bad gateway</html>",
+        "<html>bad gateway</html>",
+        None,
+    )
+
+
+def test_a_drift_found_rebuilt_from_its_args_keeps_its_report() -> None:
+    """DriftFound's args are its report, so a copy made from them is the same error."""
+    report = {"drift": [{"order_id": "A"}]}
+    copy = DriftFound(*DriftFound(report).args)
+    assert (copy.report, str(copy)) == (report, str(DriftFound(report)))
+
+
+def test_a_warehouse_errors_args_and_repr_hold_its_message() -> None:
+    """The message is the exception's only arg, so its repr (in tracebacks) shows it."""
+    error = WarehouseServerError("warehouse answered 500", status=500)
+    assert (error.args, repr(error)) == (
+        ("warehouse answered 500",),
+        "WarehouseServerError('warehouse answered 500')",
+    )
+
+
+def test_one_attempt_is_counted_in_the_singular() -> None:
+    """An exception after a single attempt says "1 attempt", not "1 attempts"."""
+    error = WarehouseServerError("warehouse answered 500", status=500, attempts=1)
+    assert str(error) == "warehouse answered 500 (after 1 attempt)"
+
+
+def test_a_problems_fields_that_are_not_text_are_not_kept_as_text() -> None:
+    """A detail that is a list (a framework's validation errors) or a numeric type is None."""
+    error = error_for_response(422, {"type": 7, "detail": [{"loc": ["body"], "msg": "bad"}]})
+    assert (type(error), error.detail, error.problem_type) == (WarehouseRejected, None, None)

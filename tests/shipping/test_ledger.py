@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 from collections.abc import Iterator
@@ -523,39 +524,35 @@ def test_get_unknown_order_returns_none(ledger: Ledger) -> None:
     assert ledger.get_order("ORD-404") is None
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        OrderConflict("ORD-1", "already registered with different content"),
-        OrderRejected("ORD-1", "bad"),
-        OrderNotFound("ORD-1", "2"),
-        OrderIncomplete("ORD-1", {"2": LineState.FAILED}),
-        ShipmentMismatch("ORD-1", "2", "shp-1", "shp-2"),
-    ],
-    ids=lambda error: type(error).__name__,
-)
-def test_ledger_errors_survive_pickling(error: LedgerError) -> None:
+# Each ledger error's class and constructor arguments: the tests build the error in their
+# body, not at collection, so what its constructor does is part of the test.
+LEDGER_ERRORS: list[tuple[type[LedgerError], tuple[Any, ...]]] = [
+    (OrderConflict, ("ORD-1", "already registered with different content")),
+    (OrderRejected, ("ORD-1", "bad")),
+    (OrderNotFound, ("ORD-1", "2")),
+    (OrderIncomplete, ("ORD-1", {"2": LineState.FAILED})),
+    (ShipmentMismatch, ("ORD-1", "2", "shp-1", "shp-2")),
+    (AmendmentRefused, ("ORD-1", "2", "the line is SHIPPED")),
+    (LineFenced, ("ORD-1", "2", "the line was amended")),
+]
+LEDGER_ERROR_IDS = [cls.__name__ for cls, _ in LEDGER_ERRORS]
+
+
+@pytest.mark.parametrize(("cls", "args"), LEDGER_ERRORS, ids=LEDGER_ERROR_IDS)
+def test_ledger_errors_survive_pickling(cls: type[LedgerError], args: tuple[Any, ...]) -> None:
     """Every ledger error pickles with its message and attributes intact."""
+    error = cls(*args)
     copy = pickle.loads(pickle.dumps(error))
     assert (type(copy), str(copy), vars(copy)) == (type(error), str(error), vars(error))
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        OrderConflict("ORD-1", "already registered with different content"),
-        OrderRejected("ORD-1", "bad"),
-        OrderNotFound("ORD-1", "2"),
-        OrderIncomplete("ORD-1", {"2": LineState.FAILED}),
-        ShipmentMismatch("ORD-1", "2", "shp-1", "shp-2"),
-        AmendmentRefused("ORD-1", "2", "the line is SHIPPED"),
-        LineFenced("ORD-1", "2", "the line was amended"),
-    ],
-    ids=lambda error: type(error).__name__,
-)
-def test_a_ledger_error_rebuilt_from_its_args_is_the_same_error(error: LedgerError) -> None:
+@pytest.mark.parametrize(("cls", "args"), LEDGER_ERRORS, ids=LEDGER_ERROR_IDS)
+def test_a_ledger_error_rebuilt_from_its_args_is_the_same_error(
+    cls: type[LedgerError], args: tuple[Any, ...]
+) -> None:
     """Its args are its constructor's arguments, so copy and pickle rebuild it whole."""
-    copy = type(error)(*error.args)
+    error = cls(*args)
+    copy = cls(*error.args)
     assert (str(copy), vars(copy)) == (str(error), vars(error))
 
 
@@ -1107,3 +1104,271 @@ def test_concurrent_tries_of_one_line_count_every_request(ledger: Ledger) -> Non
     with ThreadPoolExecutor(max_workers=callers) as pool:
         list(pool.map(fail, range(1, callers + 1)))
     assert ledger.get_line(order_id="ORD-1", line_id="1").attempts == callers
+
+
+def test_a_run_refused_by_reject_order_is_recorded_with_the_refusal_as_its_reason(
+    ledger: Ledger,
+) -> None:
+    """The refused run's record says why it was refused, in the refusal's own words."""
+    ledger.reject_order(
+        order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="h", run_id="run-1"
+    )
+    with pytest.raises(OrderConflict):
+        ledger.reject_order(
+            order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="x", run_id="run-2"
+        )
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert [(r.run_id, r.reason) for r in status.other_runs] == [
+        ("run-2", "order 'ORD-1': already recorded by run 'run-1' with different content")
+    ]
+
+
+def test_the_rejecting_run_is_recorded_as_the_owner_with_the_rejections_reason(
+    ledger: Ledger,
+) -> None:
+    """The run that presented a rejected order owns it, and its record keeps the reason."""
+    ledger.reject_order(
+        order_id="ORD-1", customer_id="C-42", reason="bad", content_hash="h", run_id="run-1"
+    )
+    with ledger.engine.connect() as conn:
+        runs = conn.execute(
+            sa.select(order_runs.c.run_id, order_runs.c.role, order_runs.c.reason)
+        ).all()
+    assert [tuple(r) for r in runs] == [("run-1", RunRole.OWNER, "bad")]
+
+
+def test_a_rejected_order_recorded_before_runs_is_adopted_by_the_next_rejecting_run(
+    ledger: Ledger,
+) -> None:
+    """A rejected order without an owner run is owned by the next run that presents it."""
+    ledger.reject_order(order_id="ORD-A", customer_id="C", reason="bad", content_hash="h")
+    ledger.reject_order(order_id="ORD-B", customer_id="C", reason="bad", content_hash="h")
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.update(orders).values(owner_run_id=None))
+    ledger.reject_order(
+        order_id="ORD-A", customer_id="C", reason="bad", content_hash="h", run_id="run-new"
+    )
+    owners = [ledger.get_order(order_id) for order_id in ("ORD-A", "ORD-B")]
+    assert [status.run_id if status else "?" for status in owners] == ["run-new", None]
+
+
+def test_rejecting_a_registered_order_recorded_before_runs_refuses_the_run(
+    ledger: Ledger,
+) -> None:
+    """A registered order is never rejected, even by the run that adopts it: that run is
+    recorded as refused, and the error names the order."""
+    order = make_order("1")
+    ledger.register_order(order, run_id="run-1")
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.update(orders).values(owner_run_id=None))
+    with pytest.raises(OrderConflict, match="already registered by run 'run-2'") as raised:
+        ledger.reject_order(
+            order_id="ORD-1",
+            customer_id="C-42",
+            reason="bad",
+            content_hash=order.content_hash(),
+            run_id="run-2",
+        )
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    assert raised.value.order_id == "ORD-1"
+    assert [(r.run_id, r.role) for r in status.other_runs] == [("run-2", RunRole.REFUSED)]
+
+
+def test_finalizing_stamps_the_orders_update_time_with_its_shipped_time(ledger_url: str) -> None:
+    """The transition to SHIPPED is the order's last change: updated_at is shipped_at."""
+    ledger = Ledger.from_url(ledger_url, clock=StepClock())
+    order = make_order("1")
+    ledger.register_order(order)
+    ship_all(ledger, order)
+    ledger.finalize_order("ORD-1")
+    with ledger.engine.connect() as conn:
+        row = conn.execute(sa.select(orders.c.shipped_at, orders.c.updated_at)).one()
+    ledger.dispose()
+    assert row.updated_at == row.shipped_at
+
+
+def test_confirming_another_keys_void_leaves_a_pending_amendment_pending(ledger: Ledger) -> None:
+    """A void confirmed for a key the amendment did not ask for stamps nothing on it."""
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    ledger.amend_line(
+        order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="gone"
+    )
+    line = ledger.record_void(order_id="ORD-1", line_id="1", key="ORD-1:1#1", shipment_id=None)
+    status = ledger.get_order("ORD-1")
+    assert status is not None
+    [amendment] = status.amendments
+    assert (line.state, line.void_key, amendment.voided_at) == (
+        LineState.CANCELLING,
+        "ORD-1:1",
+        None,
+    )
+
+
+def test_a_void_confirmed_twice_keeps_its_first_confirmation(ledger_url: str) -> None:
+    """Recording a void again leaves the amendment's time and cancelled shipment as they were."""
+    ledger = Ledger.from_url(ledger_url, clock=StepClock())
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    ledger.amend_line(
+        order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="gone"
+    )
+    ledger.record_void(order_id="ORD-1", line_id="1", key="ORD-1:1", shipment_id="s-1")
+    first = ledger.get_order("ORD-1")
+    ledger.record_void(order_id="ORD-1", line_id="1", key="ORD-1:1", shipment_id="s-2")
+    again = ledger.get_order("ORD-1")
+    ledger.dispose()
+    assert first is not None
+    assert again is not None
+    assert again.amendments == first.amendments
+    assert first.amendments[0].voided_shipment_id == "s-1"
+
+
+def test_shipped_line_of_an_unknown_line_names_the_order_and_the_line(ledger: Ledger) -> None:
+    """The not-found error of shipped_line carries the order and the line looked for."""
+    ledger.register_order(make_order("1"))
+    with pytest.raises(OrderNotFound) as raised:
+        ledger.shipped_line(order_id="ORD-1", line_id="9")
+    assert (raised.value.order_id, raised.value.line_id) == ("ORD-1", "9")
+
+
+def test_reconciliation_may_void_the_key_of_any_earlier_revision(ledger: Ledger) -> None:
+    """After two fixes, the key of revision 1 is still the line's to void."""
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    for sku in ("MUG-BLUE", "MUG-GREEN"):
+        line = ledger.amend_line(
+            order_id="ORD-1", line_id="1", action=Amendment.FIX, actor="a", reason="r", sku=sku
+        )
+        assert line.void_key is not None
+        ledger.record_void(order_id="ORD-1", line_id="1", key=line.void_key, shipment_id=None)
+    line = ledger.amend_line(
+        order_id="ORD-1",
+        line_id="1",
+        action=Amendment.VOID,
+        actor="reconcile",
+        reason="r",
+        void_key="ORD-1:1#1",
+    )
+    assert (line.revision, line.void_key) == (2, "ORD-1:1#1")
+
+
+def test_finalize_names_missing_lines_in_line_order_after_an_update(ledger: Ledger) -> None:
+    """A line written since registration (PostgreSQL moves its row) keeps its place."""
+    ledger.register_order(make_order("10", "2", "1"))
+    fail_line(ledger, "10")
+    with pytest.raises(OrderIncomplete) as raised:
+        ledger.finalize_order("ORD-1")
+    assert list(raised.value.missing) == ["10", "2", "1"]
+
+
+def ledger_said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the ledger wrote to the task log, message by message."""
+    return [r.getMessage() for r in caplog.records if r.name == "shipping.ledger.repository"]
+
+
+def test_registering_logs_the_order_once_then_that_nothing_changed(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first registration logs the line count; the owner's retry logs that it changed nothing."""
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.register_order(make_order("1", "2"))
+        ledger.register_order(make_order("1", "2"))
+    assert ledger_said(caplog) == [
+        "order ORD-1 registered with 2 lines",
+        "order ORD-1 was registered already; nothing changed",
+    ]
+
+
+def test_a_duplicate_registration_logs_the_owner_and_the_duplicate(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ledger's log of a duplicate run names the owner run and the duplicate."""
+    ledger.register_order(make_order("1"), run_id="run-1")
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.register_order(make_order("1"), run_id="run-2")
+    assert ledger_said(caplog) == [
+        "order ORD-1 belongs to run run-1; run run-2 is a duplicate and ships nothing"
+    ]
+
+
+def test_a_rejection_is_logged_once_with_its_reason(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first rejection logs the order and the reason; repeating it logs nothing."""
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        for _ in range(2):
+            ledger.reject_order(order_id="ORD-1", customer_id="C", reason="bad", content_hash="h")
+    assert ledger_said(caplog) == ["order ORD-1 rejected: bad"]
+
+
+def test_recording_a_try_logs_the_line_its_outcome_and_attempts(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed try logs its error and count; a shipped one its shipment, try and attempts."""
+    ledger.register_order(make_order("1"))
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        fail_line(ledger)
+        ledger.record_shipped(
+            order_id="ORD-1", line_id="1", try_number=2, requests=3, **shipped("1", "shp-1")
+        )
+    assert ledger_said(caplog) == [
+        "order ORD-1 line 1 failed in try 1 (1 attempts, line FAILED): SkuRefused: no",
+        "order ORD-1 line 1 shipped as shp-1 (try 2, 4 attempts)",
+    ]
+
+
+def test_finalizing_logs_the_order_and_its_line_count_once(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The call that ships the order logs it with its line count; a repeat logs nothing."""
+    order = make_order("1", "2")
+    ledger.register_order(order)
+    ship_all(ledger, order)
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.finalize_order("ORD-1")
+        ledger.finalize_order("ORD-1")
+    assert ledger_said(caplog) == ["order ORD-1 shipped: all 2 lines"]
+
+
+def test_an_amendment_and_its_void_are_logged(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancel logs who, why and the key to void; the void logs the shipment it cancelled."""
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.amend_line(
+            order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="gone"
+        )
+        ledger.record_void(order_id="ORD-1", line_id="1", key="ORD-1:1", shipment_id="s-9")
+    assert ledger_said(caplog) == [
+        "order ORD-1 line 1: CANCEL by ada (gone); key ORD-1:1 to be voided",
+        "order ORD-1 line 1: key ORD-1:1 voided at the warehouse, shipment s-9 cancelled "
+        "(line CANCELLED)",
+    ]
+
+
+def test_a_void_with_nothing_to_cancel_is_logged_without_a_shipment(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A void that cancelled no shipment does not name one."""
+    ledger.register_order(make_order("1"))
+    fail_line(ledger)
+    cancel_line_without_void(ledger)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
+        ledger.record_void(order_id="ORD-1", line_id="1", key="ORD-1:1", shipment_id=None)
+    assert ledger_said(caplog) == [
+        "order ORD-1 line 1: key ORD-1:1 voided at the warehouse (line CANCELLED)"
+    ]
+
+
+def cancel_line_without_void(ledger: Ledger) -> None:
+    """Cancel line 1 of ORD-1, leaving the void of its key pending."""
+    ledger.amend_line(
+        order_id="ORD-1", line_id="1", action=Amendment.CANCEL, actor="ada", reason="gone"
+    )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
+import jsonschema
 import pytest
 
 from shipping.ops.state import PROJECT_ROOT
@@ -13,8 +15,11 @@ from shipping.order import (
     MAX_ITEMS,
     ORDER_SCHEMA,
     InvalidOrder,
+    _text,
+    _whole,
     content_hash,
     idempotency_key,
+    line_errors,
     parse_order,
     run_id_for,
 )
@@ -197,3 +202,112 @@ def test_a_lone_surrogate_is_refused_by_the_rules_with_its_place() -> None:
     doc["ship_to"]["city"] = "Berlin\ud800"
     with pytest.raises(InvalidOrder, match=r"order\.ship_to\.city: not valid Unicode"):
         parse_order(doc)
+
+
+def test_a_whole_string_pattern_accepts_the_value_and_refuses_a_trailing_newline() -> None:
+    """_whole anchors both ends: Python's "$" alone would let "DE\\n" through."""
+    pattern = _whole("[A-Z]", "{2}")
+    assert [bool(re.search(pattern, v)) for v in ("DE", "DE\n", "DEU", "xDE")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [("abc", True), ("a", True), ("", False), ("abcd", False), ("a\tb", False), (5, False)],
+)
+def test_a_text_field_takes_strings_within_its_lengths_without_control_characters(
+    value: object, valid: bool
+) -> None:
+    """_text(1, 3): a string of 1 to 3 characters, none of them a control character."""
+    assert jsonschema.Draft202012Validator(_text(1, 3)).is_valid(value) is valid
+
+
+def test_an_invalid_orders_message_lists_every_problem() -> None:
+    """str(InvalidOrder) is what a task log shows: every problem, separated by "; "."""
+    assert str(InvalidOrder(["order.a: bad", "order.b: worse"])) == (
+        "invalid order: order.a: bad; order.b: worse"
+    )
+
+
+def test_a_value_of_exactly_the_quoted_length_is_quoted_whole() -> None:
+    """A name whose quoted form is 80 characters long is still quoted, not described."""
+    doc = valid_order()
+    doc["ship_to"]["name"] = name = "A" * 76 + "\t"  # quoted: 2 quotes, 76 A's, "\\t"
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert excinfo.value.errors == [
+        f"order.ship_to.name: {name!r} is not text without control characters "
+        "(newline, tab, NUL, ...)"
+    ]
+
+
+def test_a_long_string_is_shown_by_its_first_sixty_characters_and_its_length() -> None:
+    """A 5000-character name is cut to 60 characters of its quoted form, then counted."""
+    doc = valid_order()
+    doc["ship_to"]["name"] = "A" * 5000
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert excinfo.value.errors == [
+        f"order.ship_to.name: '{'A' * 59}... (5000 characters) is too long"
+    ]
+
+
+def test_a_long_number_is_cut_to_seventy_seven_characters() -> None:
+    """A quantity of 100 digits is quoted by its first 77 digits and an ellipsis."""
+    doc = valid_order()
+    doc["items"][0]["quantity"] = 10**99
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert excinfo.value.errors == [
+        f"order.items[0].quantity: {'1' + '0' * 76}... is greater than the maximum of 10000"
+    ]
+
+
+def test_a_lines_errors_come_in_field_order() -> None:
+    """line_errors sorts by where each problem is: line_id, quantity, sku."""
+    errors = line_errors({"line_id": "1\n", "sku": "", "quantity": 0})
+    assert [e.split(":", 1)[0] for e in errors] == ["line.line_id", "line.quantity", "line.sku"]
+
+
+def test_a_lines_error_renames_only_its_own_place() -> None:
+    """Only the leading "order" becomes "line": a quoted value with "order" in it stays."""
+    assert line_errors({"line_id": "1", "sku": "border\t", "quantity": 1}) == [
+        "line.sku: 'border\\t' is not text without control characters (newline, tab, NUL, ...)"
+    ]
+
+
+def test_a_lone_surrogate_in_a_line_is_refused_naming_the_line() -> None:
+    """A lone surrogate inside the items list is found and placed by its index."""
+    doc = valid_order()
+    doc["items"][1]["sku"] = "TEE\udfff"
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert excinfo.value.errors == ["order.items[1].sku: not valid Unicode (a lone surrogate)"]
+
+
+def test_every_duplicate_line_id_is_named_once() -> None:
+    """Two ids used twice are both named, in the order they were seen, once each."""
+    doc = valid_order()
+    doc["items"] = [{"line_id": i, "sku": "S", "quantity": 1} for i in ("2", "1", "2", "1", "2")]
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert excinfo.value.errors == ["order.items: duplicate line_id '2', '1'"]
+
+
+def test_schema_problems_are_listed_by_where_they_are() -> None:
+    """Problems come sorted by their place in the document, whatever its depth."""
+    doc = valid_order()
+    doc["customer_id"] = 42
+    doc["ship_to"]["country"] = "de"
+    doc["items"][0]["quantity"] = 0
+    with pytest.raises(InvalidOrder) as excinfo:
+        parse_order(doc)
+    assert [e.split(":", 1)[0] for e in excinfo.value.errors] == [
+        "order.customer_id",
+        "order.items[0].quantity",
+        "order.ship_to.country",
+    ]

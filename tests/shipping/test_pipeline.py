@@ -13,8 +13,10 @@ import sqlalchemy as sa
 
 from shipping import pipeline
 from shipping.errors import (
+    ConnectionConfigError,
     OrderConflict,
     OrderIncomplete,
+    OrderNotFound,
     OrderRejected,
     ShipmentConflict,
     ShipmentMismatch,
@@ -426,3 +428,192 @@ def test_a_rejected_orders_customer_id_is_stored_without_control_characters(
             sa.select(orders.c.customer_id).where(orders.c.order_id == order["order_id"])
         ).scalar_one()
     assert stored == "C 42?"
+
+
+def test_a_try_whose_client_cannot_be_built_counts_no_request(
+    ledger: Ledger, order: dict[str, Any]
+) -> None:
+    """No client, no request: the failure is recorded with the line's attempts still 0."""
+    pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+
+    def broken() -> Any:
+        raise ConnectionConfigError("connection 'warehouse_api' has no password (the token)")
+
+    with (
+        pytest.raises(ConnectionConfigError),
+        pipeline.line_client(ledger, broken, order_id=order["order_id"], line_id="1", try_number=1),
+    ):
+        pass
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (line.state, line.attempts) == ("FAILED", 0)
+
+
+def test_finalize_of_an_order_the_ledger_does_not_hold_is_order_not_found(
+    ledger: Ledger,
+) -> None:
+    """The reducer of an unknown order fails with OrderNotFound, whatever the results say."""
+    with pytest.raises(OrderNotFound, match="NOPE"):
+        pipeline.finalize(ledger, "NOPE", [{"line_id": "1", "shipment_id": "shp_1"}])
+
+
+def test_finalizes_mismatch_names_the_order_the_line_and_both_shipments(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """The mismatch carries the order, the line, the ledger's shipment and the reported one."""
+    results = [ship(ledger, client, order, 0), ship(ledger, client, order, 1)]
+    recorded = results[1]["shipment_id"]
+    results[1] = {**results[1], "shipment_id": "shp_other"}
+    with pytest.raises(ShipmentMismatch) as excinfo:
+        pipeline.finalize(ledger, order["order_id"], results)
+    error = excinfo.value
+    assert (error.order_id, error.line_id, error.recorded, error.reported) == (
+        order["order_id"],
+        "2",
+        recorded,
+        "shp_other",
+    )
+
+
+def test_finalize_logs_that_it_finalized_the_order_then_that_it_was_done(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reducer's task log says whether this run finalized the order, with its line count."""
+    results = [ship(ledger, client, order, 0), ship(ledger, client, order, 1)]
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
+        pipeline.finalize(ledger, order["order_id"], results)
+        pipeline.finalize(ledger, order["order_id"], results)
+    said = [r.getMessage() for r in caplog.records if r.name == "shipping.pipeline"]
+    assert said[-2:] == [
+        f"order {order['order_id']} finalized as SHIPPED (2 lines)",
+        f"order {order['order_id']} was already SHIPPED (2 lines)",
+    ]
+
+
+def test_a_shipment_adopted_by_the_lookup_counts_no_post(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any]
+) -> None:
+    """A try that adopts the shipment made before posts nothing: its result and line say 0."""
+    ship_behind_the_ledgers_back(client, order)
+    result = ship(ledger, client, order, 0, try_number=2)
+    line = ledger.get_line(order_id=order["order_id"], line_id="1")
+    assert (result["attempts"], line.attempts) == (0, 0)
+
+
+def said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What shipping.pipeline wrote to the task log, message by message."""
+    return [r.getMessage() for r in caplog.records if r.name == "shipping.pipeline"]
+
+
+def test_register_logs_the_order_and_its_line_count(
+    ledger: Ledger, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """register_order's task log says which order registered with how many lines."""
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
+        pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    assert said(caplog) == [f"order {order['order_id']} registered with 2 lines"]
+
+
+def test_a_duplicate_runs_log_names_the_order_the_owner_and_itself(
+    ledger: Ledger, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A duplicate run's log says whose order it is and that this run ships nothing."""
+    pipeline.register(ledger, order, run_id="owner-run")
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
+        pipeline.register(ledger, order, run_id="manual__duplicate")
+    assert said(caplog) == [
+        f"order {order['order_id']} is owned by run owner-run: this run (manual__duplicate) "
+        "is a duplicate and ships nothing"
+    ]
+
+
+def test_a_rejected_orders_log_names_the_order_and_the_reason(
+    ledger: Ledger, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """register_order's log of a rejected order gives the order and every reason."""
+    order["items"][1]["line_id"] = "1"
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"), pytest.raises(OrderRejected):
+        pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    assert said(caplog) == [
+        f"order {order['order_id']} rejected: order.items: duplicate line_id '1'"
+    ]
+
+
+def test_a_shipped_lines_log_names_the_shipment_and_the_requests(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """ship_item's log says which shipment the line became after how many requests."""
+    pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
+        result = ship(ledger, client, order, 0)
+    assert said(caplog)[-1] == (
+        f"line {order['order_id']}:1 shipped as {result['shipment_id']} after 1 request(s)"
+    )
+
+
+def test_a_line_found_at_the_warehouse_is_logged_found_and_replayed(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Adopting a shipment made before says so twice: found, then shipped (replayed)."""
+    created = ship_behind_the_ledgers_back(client, order)
+    pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
+        ship(ledger, client, order, 0, try_number=2)
+    assert said(caplog)[-2:] == [
+        f"line {order['order_id']}:1 found at the warehouse as {created}",
+        f"line {order['order_id']}:1 shipped as {created} after 0 request(s) (replayed)",
+    ]
+
+
+def test_a_line_already_shipped_is_logged_with_its_shipment(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A re-run of a shipped line logs the shipment the ledger holds."""
+    first = ship(ledger, client, order, 0)
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
+        ship(ledger, client, order, 0, try_number=2)
+    assert said(caplog)[-1] == (
+        f"line {order['order_id']}:1 already shipped as {first['shipment_id']}"
+    )
+
+
+def test_a_cancelled_line_is_logged_not_posted(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A try of a line an operator cancelled logs that it posts nothing."""
+    pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    ledger.record_failed(
+        order_id=order["order_id"], line_id="1", try_number=1, requests=1, error="503"
+    )
+    ledger.amend_line(
+        order_id=order["order_id"], line_id="1", action=Amendment.CANCEL, actor="ada", reason="r"
+    )
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
+        ship(ledger, client, order, 0, try_number=2)
+    assert said(caplog)[-1] == (
+        f"line {order['order_id']}:1 was cancelled by an operator: not posted"
+    )
+
+
+def test_a_fixed_line_is_logged_with_its_new_and_old_content(
+    ledger: Ledger, client: WarehouseClient, order: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A try of a line an operator fixed logs what it ships now and what the run asked for."""
+    pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    ledger.record_failed(
+        order_id=order["order_id"], line_id="1", try_number=1, requests=1, error="422"
+    )
+    ledger.amend_line(
+        order_id=order["order_id"],
+        line_id="1",
+        action=Amendment.FIX,
+        actor="ada",
+        reason="r",
+        sku="MUG-BLUE",
+        quantity=3,
+    )
+    with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
+        ship(ledger, client, order, 0, try_number=2)
+    assert (
+        f"line {order['order_id']}:1 was fixed by an operator: MUG-BLUE x3 (was MUG-RED x2)"
+        in said(caplog)
+    )
