@@ -222,7 +222,9 @@ class OrderSummary:
         run_id: The Airflow run that owns the order.
         counts: How many lines are in each state.
         notable: The lines not shipped or cancelled that failed, carry an error, are being
-            cancelled or have a void pending, by position (their map index).
+            cancelled or have a void pending, and any the caller asked for, by position
+            (their map index).
+        retries: The Airflow tries of its lines after each line's first, as recorded.
     """
 
     order_id: str
@@ -231,6 +233,7 @@ class OrderSummary:
     run_id: str | None
     counts: dict[LineState, int]
     notable: dict[int, LineStatus]
+    retries: int = 0
 
     @property
     def total(self) -> int:
