@@ -212,6 +212,36 @@ class OrderStatus:
 
 
 @dataclass(frozen=True)
+class OrderSummary:
+    """An order with its lines counted by state, and only the lines that may need someone.
+
+    Attributes:
+        order_id: The order's id.
+        state: The order's state.
+        reason: Why it was rejected; None unless it was.
+        run_id: The Airflow run that owns the order.
+        counts: How many lines are in each state.
+        notable: The lines not shipped or cancelled that failed, carry an error, are being
+            cancelled or have a void pending, and any the caller asked for, by position
+            (their map index).
+        retries: The Airflow tries of its lines after each line's first, as recorded.
+    """
+
+    order_id: str
+    state: OrderState
+    reason: str | None
+    run_id: str | None
+    counts: dict[LineState, int]
+    notable: dict[int, LineStatus]
+    retries: int = 0
+
+    @property
+    def total(self) -> int:
+        """How many lines the order has."""
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
 class Registration:
     """What :meth:`Ledger.register_order` decided for a run.
 

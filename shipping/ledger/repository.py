@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from shipping.ledger.models import (
     LineStatus,
     OrderState,
     OrderStatus,
+    OrderSummary,
     Registration,
     RunRecord,
     RunRole,
@@ -715,6 +717,86 @@ class Ledger:
         if row is None:
             raise OrderNotFound(order_id, line_id)
         return str(row.shipment_id) if row.state is LineState.SHIPPED else None
+
+    def orders_of_runs(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """The order each of ``run_ids`` presented, for the runs the ledger recorded.
+
+        A run the ledger never heard of (its intake failed, or has not run yet) is left
+        out. One query, whatever the number of runs.
+        """
+        wanted = list(dict.fromkeys(run_ids))
+        if not wanted:
+            return {}
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(order_runs.c.run_id, order_runs.c.order_id).where(
+                    order_runs.c.run_id.in_(wanted)
+                )
+            ).all()
+        return {row.run_id: row.order_id for row in rows}
+
+    def order_summary(self, order_id: str, *, positions: Iterable[int] = ()) -> OrderSummary | None:
+        """The order with its lines counted by state: what following an order needs.
+
+        Only the lines that may need attention are read whole: those not shipped or
+        cancelled that failed, carry an error, are being cancelled or have a void pending,
+        and the lines at ``positions`` (map indexes a caller asks about: the instances
+        Airflow is running, say). Four small queries, whatever the order's size.
+
+        Returns:
+            The summary, or None if the ledger does not know the order.
+        """
+        wanted = sorted(set(positions))
+        with self.engine.begin() as conn:
+            order = conn.execute(
+                sa.select(
+                    orders.c.order_id, orders.c.state, orders.c.reason, orders.c.owner_run_id
+                ).where(orders.c.order_id == order_id)
+            ).one_or_none()
+            if order is None:
+                return None
+            counts = conn.execute(
+                sa.select(order_lines.c.state, sa.func.count())
+                .where(order_lines.c.order_id == order_id)
+                .group_by(order_lines.c.state)
+            ).all()
+            needs_looking_at = sa.and_(
+                order_lines.c.state.not_in(list(DONE_LINE_STATES)),
+                sa.or_(
+                    order_lines.c.state.in_([LineState.FAILED, LineState.CANCELLING]),
+                    order_lines.c.last_error.is_not(None),
+                    order_lines.c.void_key.is_not(None),
+                ),
+            )
+            notable = conn.execute(
+                sa.select(order_lines)
+                .where(
+                    order_lines.c.order_id == order_id,
+                    sa.or_(needs_looking_at, order_lines.c.position.in_(wanted))
+                    if wanted
+                    else needs_looking_at,
+                )
+                .order_by(order_lines.c.position)
+            ).all()
+            # A line's retries are its tries after the first (try 0 is reconciliation's).
+            last_try = (
+                sa.select(sa.func.max(line_tries.c.try_number).label("last"))
+                .where(line_tries.c.order_id == order_id, line_tries.c.try_number >= 1)
+                .group_by(line_tries.c.line_id)
+                .subquery()
+            )
+            retries = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(last_try.c.last - 1), 0))
+            ).scalar_one()
+        return OrderSummary(
+            order_id=order.order_id,
+            state=order.state,
+            reason=order.reason,
+            run_id=order.owner_run_id,
+            counts={LineState(state): int(n) for state, n in counts},
+            notable={row.position: _line_status(row) for row in notable},
+            retries=int(retries),
+        )
 
     # Helpers, each inside the caller's transaction.
 

@@ -16,19 +16,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipping import errors
+from shipping.advice import (
+    DONE_LINE_STATES,
+    FAILED_TI_STATES,
+    INTAKE_TASK,
+    REDUCER_TASK,
+    SHIP_TASK,
+    WAREHOUSE_CONN_VAR,
+    all_done,
+)
 from shipping.connections import TOKEN_VAR
-from shipping.contract import DAG_ID, WAREHOUSE_CONN_ID
+from shipping.contract import DAG_ID
 from shipping.ops.airflow_api import AirflowClient
 from shipping.ops.settings import ClientSettings
 from shipping.ops.state import load_state
 from shipping.order import run_id_for
 
+__all__ = [  # the task names and states of shipping.advice, as the commands use them
+    "DONE_LINE_STATES",
+    "FAILED_TI_STATES",
+    "INTAKE_TASK",
+    "REDUCER_TASK",
+    "SHIP_TASK",
+    "WAREHOUSE_CONN_VAR",
+    "all_done",
+]
+
 EXIT_OK, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_OPERATOR, EXIT_DRIFT_OR_TIMEOUT = 0, 1, 2, 3, 4
 #: What a shell reports for a command whose reader went away (128 + SIGPIPE).
 EXIT_READER_GONE = 141
-INTAKE_TASK, SHIP_TASK, REDUCER_TASK = "register_order", "ship_item", "finalize_order"
-#: The pipeline's warehouse connection, as an environment variable.
-WAREHOUSE_CONN_VAR = f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"
 WATCH_POLL_S = 2.0
 
 
@@ -151,9 +167,6 @@ class Intake:
         }
 
 
-FAILED_TI_STATES = frozenset({"failed", "upstream_failed"})
-
-
 def task_state(instances: list[dict[str, Any]], task_id: str) -> str | None:
     """The state of an unmapped task among a run's task instances (None if it has none)."""
     return next((ti.get("state") for ti in instances if ti.get("task_id") == task_id), None)
@@ -176,14 +189,6 @@ def say_needs(message: str, commands: list[str]) -> None:
     print(message)
     for command in commands:
         print(f"  {command}")
-
-
-def all_done(order: Any) -> bool:
-    """Whether every line of the order is shipped or cancelled."""
-    return bool(order.lines) and all(line.state in DONE_LINE_STATES for line in order.lines)
-
-
-DONE_LINE_STATES = frozenset({"SHIPPED", "CANCELLED"})
 
 
 def actor() -> str:

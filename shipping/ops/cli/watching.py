@@ -1,4 +1,10 @@
-"""``shipping watch``: follow an order live until it is done or needs an operator."""
+"""``shipping watch``: follow an order live until it is done or needs an operator.
+
+Cheap on a 1000-line order: each poll (every 2 s) asks the ledger for the order's counts
+by line state and only the lines that failed or that Airflow is running, and asks Airflow
+for the run and only its instances in :data:`WATCHED_TI_STATES`, never every mapped
+instance.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shipping.advice import needs
 from shipping.contract import DAG_ID
+from shipping.ledger import OrderSummary
 from shipping.ops.cli import common
-from shipping.ops.cli.advice import commands_for
 from shipping.ops.cli.common import (
     DONE_LINE_STATES,
     EXIT_DRIFT_OR_TIMEOUT,
@@ -24,7 +31,6 @@ from shipping.ops.cli.common import (
     WATCH_POLL_S,
     CliError,
     Intake,
-    all_done,
     task_state,
 )
 from shipping.order import run_id_for
@@ -71,43 +77,103 @@ _TI_BUCKET = {
 }
 
 
+#: The states ``watch`` asks Airflow for: what it counts or acts on. Every other
+#: instance (scheduled, success, ...) is a waiting or a done line, which the ledger's
+#: counts already tell; so a poll of a 1000-line order fetches a few instances, not 1000.
+WATCHED_TI_STATES = (
+    "running",
+    "queued",
+    "deferred",
+    "up_for_retry",
+    *sorted(FAILED_TI_STATES),
+)
+
+
 def progress(order: Any, run: dict[str, Any] | None, instances: list[dict[str, Any]]) -> Progress:
     """Combine the ledger's order and Airflow's run into a :class:`Progress`.
 
-    ``instances`` are the run's task instances (those without a ``task_id`` count as
-    ``ship_item``'s).
+    ``order`` is an :class:`~shipping.ledger.OrderSummary` (what ``watch`` reads: line
+    counts, and the lines that failed or that ``instances`` are about) or an
+    :class:`~shipping.ledger.OrderStatus` (every line). ``instances`` are the run's task
+    instances, all of them or only those in :data:`WATCHED_TI_STATES` (those without a
+    ``task_id`` count as ``ship_item``'s). What the order needs is
+    :func:`shipping.advice.needs`.
     """
+    summary = order if isinstance(order, OrderSummary) else _summary_of(order, instances)
     lines_ti = [ti for ti in instances if ti.get("task_id", SHIP_TASK) == SHIP_TASK]
-    ti_state = {ti["map_index"]: ti.get("state") for ti in lines_ti}
+    ti_state = {int(ti["map_index"]): ti.get("state") for ti in lines_ti}
     counts: Counter[str] = Counter()
+    for state, number in summary.counts.items():
+        if str(state) in DONE_LINE_STATES and number:
+            counts[str(state).lower()] += number
     failing: list[tuple[str, str]] = []
-    needs: list[str] = []
-    failed_lines: list[Any] = []
-    for index, line in enumerate(order.lines):
-        if line.state in DONE_LINE_STATES:
-            counts[line.state.lower()] += 1
+    for index, ti in sorted(ti_state.items()):
+        line = summary.notable.get(index)
+        if line is None or str(line.state) in DONE_LINE_STATES:
             continue
-        bucket = _TI_BUCKET.get(str(ti_state.get(index)), "waiting")
+        bucket = _TI_BUCKET.get(str(ti), "waiting")
+        if bucket == "waiting":
+            continue
         counts[bucket] += 1
         if bucket in ("failed", "retrying") and line.last_error:
             failing.append((line.line_id, line.last_error))
-        if bucket == "failed":
-            failed_lines.append(line)
-    retries = sum(max(int(ti.get("try_number") or 0) - 1, 0) for ti in lines_ti)
+    waiting = summary.total - sum(counts.values())
+    if waiting > 0:
+        counts["waiting"] += waiting
     run_state = run.get("state") if run else None
-    reducer = task_state(instances, REDUCER_TASK)
-    why = None
-    if order.state == "REJECTED":
-        needs.append(
-            f"the order was rejected ({order.reason}); post a corrected order under a new order_id"
-        )
-    elif failed_lines:
-        needs.extend(commands_for(order.order_id, failed_lines))
-    elif order.state != "SHIPPED" and (run_state == "failed" or reducer in FAILED_TI_STATES):
-        if all_done(order):
-            why = f"every line is done but {REDUCER_TASK} failed"
-        needs.extend(commands_for(order.order_id, []))
-    return Progress(order.order_id, order.state, counts, retries, run_state, failing, needs, why)
+    advice = needs(
+        summary,
+        line_task_states=ti_state,
+        run_state=run_state,
+        reducer_state=task_state(instances, REDUCER_TASK),
+    )
+    return Progress(
+        summary.order_id,
+        str(summary.state),
+        counts,
+        summary.retries,
+        run_state,
+        failing,
+        advice.commands,
+        advice.why,
+    )
+
+
+def _summary_of(order: Any, instances: list[dict[str, Any]]) -> OrderSummary:
+    """An :class:`OrderSummary` of a whole order; its retries from every instance's try."""
+    return OrderSummary(
+        order_id=order.order_id,
+        state=order.state,
+        reason=order.reason,
+        run_id=order.run_id,
+        counts=dict(Counter(order_line.state for order_line in order.lines)),
+        notable=dict(enumerate(order.lines)),
+        retries=sum(
+            max(int(ti.get("try_number") or 0) - 1, 0)
+            for ti in instances
+            if ti.get("task_id", SHIP_TASK) == SHIP_TASK
+        ),
+    )
+
+
+def follow(ledger: Any, api: Any, order_id: str) -> tuple[Any, dict[str, Any] | None, Any]:
+    """One look at the order: the ledger's summary, its run, the instances that matter.
+
+    Returns ``(summary, run, instances)``; for an order the ledger does not know yet,
+    ``summary`` is None and ``instances`` are all of its run's (a handful before fan-out).
+    """
+    summary = ledger.order_summary(order_id)
+    run_id = summary.run_id if summary is not None and summary.run_id else run_id_for(order_id)
+    run = api.get_run(DAG_ID, run_id)
+    if run is None:
+        return summary, None, []
+    if summary is None:
+        return None, run, api.task_instances(DAG_ID, run["dag_run_id"])
+    instances = api.task_instances(DAG_ID, run["dag_run_id"], states=WATCHED_TI_STATES)
+    asked = {int(ti["map_index"]) for ti in instances if ti.get("task_id", SHIP_TASK) == SHIP_TASK}
+    if asked - set(summary.notable):  # running lines the summary did not read
+        summary = ledger.order_summary(order_id, positions=asked)
+    return summary, run, instances
 
 
 def watch(
@@ -127,11 +193,9 @@ def watch(
     try:
         with common.open_ledger() as ledger, common.open_airflow() as api:
             while True:
-                order = ledger.get_order(order_id)
-                run = api.get_run(DAG_ID, order.run_id if order and order.run_id else run_id)
+                order, run, instances = follow(ledger, api, order_id)
                 if order is None and run is None:
                     raise CliError(f"unknown order {order_id!r}")
-                instances = api.task_instances(DAG_ID, run["dag_run_id"]) if run else []
                 intake, now = None, None
                 if order is None:
                     assert run is not None

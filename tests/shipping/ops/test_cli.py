@@ -340,6 +340,7 @@ class FakeAirflow:
         self.run = run
         self.instances = instances
         self.cleared: list[tuple[str, list[Any]]] = []
+        self.asked_states: list[tuple[str, ...]] = []
 
     def __enter__(self) -> FakeAirflow:
         return self
@@ -350,8 +351,9 @@ class FakeAirflow:
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
         return self.run
 
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.instances
+    def task_instances(self, dag_id: str, run_id: str, *, states: Any = ()) -> list[dict[str, Any]]:
+        self.asked_states.append(tuple(states))
+        return [ti for ti in self.instances if not states or ti["state"] in states]
 
     def mapped_instances(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
         return [ti for ti in self.instances if ti["task_id"] == task_id]
@@ -374,6 +376,10 @@ class FakeLedger:
 
     def get_order(self, order_id: str) -> Any:
         return self.order
+
+    def order_summary(self, order_id: str, *, positions: Any = ()) -> Any:
+        """The ledger's summary: every line of the order is among its notable ones."""
+        return None if self.order is None else watching._summary_of(self.order, [])
 
 
 @pytest.fixture
