@@ -1273,6 +1273,7 @@ def test_registering_logs_the_order_once_then_that_nothing_changed(
     ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first registration logs the line count; the owner's retry logs that it changed nothing."""
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
         ledger.register_order(make_order("1", "2"))
         ledger.register_order(make_order("1", "2"))
@@ -1287,6 +1288,7 @@ def test_a_duplicate_registration_logs_the_owner_and_the_duplicate(
 ) -> None:
     """The ledger's log of a duplicate run names the owner run and the duplicate."""
     ledger.register_order(make_order("1"), run_id="run-1")
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
         ledger.register_order(make_order("1"), run_id="run-2")
     assert ledger_said(caplog) == [
@@ -1298,6 +1300,7 @@ def test_a_rejection_is_logged_once_with_its_reason(
     ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first rejection logs the order and the reason; repeating it logs nothing."""
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
         for _ in range(2):
             ledger.reject_order(order_id="ORD-1", customer_id="C", reason="bad", content_hash="h")
@@ -1309,6 +1312,7 @@ def test_recording_a_try_logs_the_line_its_outcome_and_attempts(
 ) -> None:
     """A failed try logs its error and count; a shipped one its shipment, try and attempts."""
     ledger.register_order(make_order("1"))
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
         fail_line(ledger)
         ledger.record_shipped(
@@ -1327,6 +1331,7 @@ def test_finalizing_logs_the_order_and_its_line_count_once(
     order = make_order("1", "2")
     ledger.register_order(order)
     ship_all(ledger, order)
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.ledger.repository"):
         ledger.finalize_order("ORD-1")
         ledger.finalize_order("ORD-1")

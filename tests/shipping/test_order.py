@@ -311,3 +311,10 @@ def test_schema_problems_are_listed_by_where_they_are() -> None:
         "order.items[0].quantity",
         "order.ship_to.country",
     ]
+
+
+def test_the_content_hash_of_a_fixed_document_never_changes() -> None:
+    """Ledgers store the digest and compare later registrations with it: its canonical form
+    (sorted keys, no spaces, UTF-8 text unescaped) is fixed across releases."""
+    digest = content_hash({"b": "Straße", "a": [1, 2]})
+    assert digest == "77cb203fb2de4c77fe49d2897722fbb700c67482a9ce8ec3eec18cf50488344b"

@@ -508,6 +508,7 @@ def test_register_logs_the_order_and_its_line_count(
     ledger: Ledger, order: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """register_order's task log says which order registered with how many lines."""
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
         pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
     assert said(caplog) == [f"order {order['order_id']} registered with 2 lines"]
@@ -518,6 +519,7 @@ def test_a_duplicate_runs_log_names_the_order_the_owner_and_itself(
 ) -> None:
     """A duplicate run's log says whose order it is and that this run ships nothing."""
     pipeline.register(ledger, order, run_id="owner-run")
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
         pipeline.register(ledger, order, run_id="manual__duplicate")
     assert said(caplog) == [
@@ -531,6 +533,7 @@ def test_a_rejected_orders_log_names_the_order_and_the_reason(
 ) -> None:
     """register_order's log of a rejected order gives the order and every reason."""
     order["items"][1]["line_id"] = "1"
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.pipeline"), pytest.raises(OrderRejected):
         pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
     assert said(caplog) == [
@@ -543,6 +546,7 @@ def test_a_shipped_lines_log_names_the_shipment_and_the_requests(
 ) -> None:
     """ship_item's log says which shipment the line became after how many requests."""
     pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
         result = ship(ledger, client, order, 0)
     assert said(caplog)[-1] == (
@@ -556,6 +560,7 @@ def test_a_line_found_at_the_warehouse_is_logged_found_and_replayed(
     """Adopting a shipment made before says so twice: found, then shipped (replayed)."""
     created = ship_behind_the_ledgers_back(client, order)
     pipeline.register(ledger, order, run_id=f"order-{order['order_id']}")
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
         ship(ledger, client, order, 0, try_number=2)
     assert said(caplog)[-2:] == [
@@ -569,6 +574,7 @@ def test_a_line_already_shipped_is_logged_with_its_shipment(
 ) -> None:
     """A re-run of a shipped line logs the shipment the ledger holds."""
     first = ship(ledger, client, order, 0)
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
         ship(ledger, client, order, 0, try_number=2)
     assert said(caplog)[-1] == (
@@ -587,6 +593,7 @@ def test_a_cancelled_line_is_logged_not_posted(
     ledger.amend_line(
         order_id=order["order_id"], line_id="1", action=Amendment.CANCEL, actor="ada", reason="r"
     )
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
         ship(ledger, client, order, 0, try_number=2)
     assert said(caplog)[-1] == (
@@ -611,6 +618,7 @@ def test_a_fixed_line_is_logged_with_its_new_and_old_content(
         sku="MUG-BLUE",
         quantity=3,
     )
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="shipping.pipeline"):
         ship(ledger, client, order, 0, try_number=2)
     assert (
