@@ -1256,7 +1256,7 @@ def test_reconciliation_may_void_the_key_of_any_earlier_revision(ledger: Ledger)
 
 
 def test_finalize_names_missing_lines_in_line_order_after_an_update(ledger: Ledger) -> None:
-    """A line written since registration (PostgreSQL moves its row) keeps its place."""
+    """A line written since registration keeps its place among the missing lines."""
     ledger.register_order(make_order("10", "2", "1"))
     fail_line(ledger, "10")
     with pytest.raises(OrderIncomplete) as raised:
