@@ -17,7 +17,12 @@ from typing import Any
 
 from shipping import errors
 from shipping.connections import TOKEN_VAR
-from shipping.contract import DAG_ID, WAREHOUSE_CONN_ID
+from shipping.contract import (
+    DAG_ID,
+    DECIDE_TASK,
+    INTAKE_TASK,
+    WAREHOUSE_CONN_ID,
+)
 from shipping.ops.airflow_api import AirflowClient
 from shipping.ops.settings import ClientSettings
 from shipping.ops.state import load_state
@@ -26,7 +31,8 @@ from shipping.order import run_id_for
 EXIT_OK, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_OPERATOR, EXIT_DRIFT_OR_TIMEOUT = 0, 1, 2, 3, 4
 #: What a shell reports for a command whose reader went away (128 + SIGPIPE).
 EXIT_READER_GONE = 141
-INTAKE_TASK, SHIP_TASK, REDUCER_TASK = "register_order", "ship_item", "finalize_order"
+#: A line's decision waiting for an operator's answer (a required action in the UI).
+AWAITING_INPUT = "awaiting_input"
 #: The pipeline's warehouse connection, as an environment variable.
 WAREHOUSE_CONN_VAR = f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"
 WATCH_POLL_S = 2.0
@@ -176,6 +182,16 @@ def say_needs(message: str, commands: list[str]) -> None:
     print(message)
     for command in commands:
         print(f"  {command}")
+
+
+def decision_open(instances: list[dict[str, Any]], map_index: int) -> bool:
+    """Whether the line at ``map_index`` has a decision waiting for an answer or failed."""
+    return any(
+        ti.get("task_id") == DECIDE_TASK
+        and ti.get("map_index") == map_index
+        and ti.get("state") in (AWAITING_INPUT, *FAILED_TI_STATES)
+        for ti in instances
+    )
 
 
 def all_done(order: Any) -> bool:

@@ -9,18 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shipping.contract import DAG_ID
+from shipping.contract import DAG_ID, DECIDE_TASK, INTAKE_TASK, REDUCER_TASK, SHIP_TASK
 from shipping.ops.cli import common
 from shipping.ops.cli.advice import commands_for
 from shipping.ops.cli.common import (
+    AWAITING_INPUT,
     DONE_LINE_STATES,
     EXIT_DRIFT_OR_TIMEOUT,
     EXIT_OK,
     EXIT_OPERATOR,
     FAILED_TI_STATES,
-    INTAKE_TASK,
-    REDUCER_TASK,
-    SHIP_TASK,
     WATCH_POLL_S,
     CliError,
     Intake,
@@ -58,7 +56,15 @@ class Progress:
         return text
 
 
-_COUNT_ORDER = ("shipped", "cancelled", "running", "retrying", "waiting", "failed")
+_COUNT_ORDER = (
+    "shipped",
+    "cancelled",
+    "running",
+    "retrying",
+    "waiting",
+    "awaiting a decision",
+    "failed",
+)
 _TI_BUCKET = {
     "running": "running",
     "queued": "running",
@@ -71,27 +77,47 @@ _TI_BUCKET = {
 }
 
 
-def progress(order: Any, run: dict[str, Any] | None, instances: list[dict[str, Any]]) -> Progress:
+def progress(
+    order: Any,
+    run: dict[str, Any] | None,
+    instances: list[dict[str, Any]],
+    *,
+    airflow_url: str = "",
+) -> Progress:
     """Combine the ledger's order and Airflow's run into a :class:`Progress`.
 
     ``instances`` are the run's task instances (those without a ``task_id`` count as
-    ``ship_item``'s).
+    ``ship_item``'s). A line whose ``ship_item`` failed is not the operator's yet while its
+    ``decide_line`` is still to run or running (it counts as running); once that waits for
+    an answer, the line needs an operator and its required action in the UI is named
+    first (``airflow_url`` makes it a link), the CLI second.
     """
     lines_ti = [ti for ti in instances if ti.get("task_id", SHIP_TASK) == SHIP_TASK]
     ti_state = {ti["map_index"]: ti.get("state") for ti in lines_ti}
+    decisions = {
+        ti["map_index"]: ti.get("state") for ti in instances if ti.get("task_id") == DECIDE_TASK
+    }
     counts: Counter[str] = Counter()
     failing: list[tuple[str, str]] = []
     needs: list[str] = []
     failed_lines: list[Any] = []
+    asking: list[tuple[int, Any]] = []
     for index, line in enumerate(order.lines):
         if line.state in DONE_LINE_STATES:
             counts[line.state.lower()] += 1
             continue
         bucket = _TI_BUCKET.get(str(ti_state.get(index)), "waiting")
+        if bucket == "failed" and index in decisions:
+            decision = decisions[index]
+            if decision == AWAITING_INPUT:
+                bucket = "awaiting a decision"
+                asking.append((index, line))
+            elif decision not in FAILED_TI_STATES and decision != "skipped":
+                bucket = "running"  # its decision task is about to ask, or ships an answer
         counts[bucket] += 1
-        if bucket in ("failed", "retrying") and line.last_error:
+        if bucket in ("failed", "retrying", "awaiting a decision") and line.last_error:
             failing.append((line.line_id, line.last_error))
-        if bucket == "failed":
+        if bucket in ("failed", "awaiting a decision"):
             failed_lines.append(line)
     retries = sum(max(int(ti.get("try_number") or 0) - 1, 0) for ti in lines_ti)
     run_state = run.get("state") if run else None
@@ -102,12 +128,27 @@ def progress(order: Any, run: dict[str, Any] | None, instances: list[dict[str, A
             f"the order was rejected ({order.reason}); post a corrected order under a new order_id"
         )
     elif failed_lines:
+        run_id = (run or {}).get("dag_run_id") or order.run_id or run_id_for(order.order_id)
+        needs.extend(_required_action(airflow_url, run_id, i, line) for i, line in asking)
+        if asking:
+            needs.append("or with the command line:")
         needs.extend(commands_for(order.order_id, failed_lines))
     elif order.state != "SHIPPED" and (run_state == "failed" or reducer in FAILED_TI_STATES):
         if all_done(order):
             why = f"every line is done but {REDUCER_TASK} failed"
         needs.extend(commands_for(order.order_id, []))
     return Progress(order.order_id, order.state, counts, retries, run_state, failing, needs, why)
+
+
+def _required_action(airflow_url: str, run_id: str, map_index: int, line: Any) -> str:
+    """The way out named first for a line waiting for a decision: its required action."""
+    where = (
+        f"{airflow_url.rstrip('/')}/dags/{DAG_ID}/runs/{run_id}/tasks/{DECIDE_TASK}/mapped/"
+        f"{map_index}/required_actions"
+        if airflow_url
+        else "Airflow UI, Browse -> Required Actions"
+    )
+    return f'answer the required action "Decide line {line.line_id} · {line.sku}": {where}'
 
 
 def watch(
@@ -140,7 +181,7 @@ def watch(
                     )
                     text = intake.describe()
                 else:
-                    now = progress(order, run, instances)
+                    now = progress(order, run, instances, airflow_url=api.base_url)
                     text = now.line()
                 if live is not None:
                     live.update(text)
