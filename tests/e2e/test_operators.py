@@ -53,7 +53,7 @@ def waiting_decisions(stack: LiveStack, doc: dict[str, Any], count: int) -> set[
         }
         if len(waiting) >= count:
             return waiting
-        assert stack.api.get_run(DAG_ID, run_id)["state"] == "running"
+        assert stack.api.get_run(DAG_ID, run_id)["state"] in ("queued", "running")
         assert time.monotonic() < deadline, f"{doc['order_id']}: decisions waiting: {waiting}"
         time.sleep(1.0)
 

@@ -282,7 +282,7 @@ def test_refused_line_fails_alone_and_a_cleared_retry_finalizes(stack: LiveStack
         for ti in stack.api.task_instances(DAG_ID, run_id)
         if ti["task_id"] == "decide_line" and ti["state"] == "awaiting_input"
     ]:
-        assert stack.api.get_run(DAG_ID, run_id)["state"] == "running"
+        assert stack.api.get_run(DAG_ID, run_id)["state"] in ("queued", "running")
         assert time.monotonic() < deadline
         time.sleep(1.0)
     instances = {ti["map_index"]: ti for ti in mapped(stack, doc["order_id"])}
