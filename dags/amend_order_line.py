@@ -1,5 +1,11 @@
 """
-### amend_order_line: fix or cancel a failed order line (operators)
+### amend_order_line: fix or cancel a failed order line by its ids (operators)
+
+**For a refused line, answer its required action instead** (order_intake's `decide_line`,
+under *Required actions*): it applies the same fix or cancel and ships the line, with no
+clear. This form remains for a line that has no open required action: one whose decision
+failed (its new SKU refused again) or of a run from before decisions existed. Then clear
+the line with *Downstream*, which includes its decision.
 
 A line the warehouse refused (an unknown SKU, a bad quantity) fails again on every
 retry: a retry cannot change what the line's task reads. Trigger this DAG with its form

@@ -13,10 +13,18 @@ schema with HTTP 400 before any run exists.
 2. **ship_item** runs once per line, named `line <id> · <sku>`. It looks the line up at
    the warehouse by its key `<order_id>:<line_id>` and posts it only if it is not there,
    under that key, so a retry or a re-run never ships it twice. Outages are retried; a refusal (unknown SKU, bad request) fails at once.
-3. **finalize_order** marks the order SHIPPED once every line shipped, exactly once.
+3. **decide_line** (one per line, same map index) runs only when its line's
+   `ship_item` failed. A final refusal or a content conflict asks the operator under
+   **Required actions**: "Decide line <id> · <sku>", fix (SKU, quantity, pre-filled) or
+   cancel, with a reason. The answer is applied through the ledger's fence as the Airflow
+   user who gave it, and ships the line in the same task. Waiting holds no worker and no
+   `warehouse` pool slot.
+4. **finalize_order** marks the order SHIPPED once every line shipped or was cancelled,
+   exactly once.
 
-**Retry a failed line:** open the run's Grid, pick the failed `ship_item` instance,
-*Clear* it with *Downstream* selected. Only that line and the reducer run again.
+**Retry a failed line** (an outage, not a decision): open the run's Grid, pick the failed
+`ship_item` instance, *Clear* it with *Downstream* selected. Only that line, its decision
+and the reducer run again. The runbook is docs/operator-ui.md.
 """
 
 from __future__ import annotations
@@ -24,10 +32,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import TriggerRule, dag, get_current_context, task, task_group
 from dag_support.defaults import DEFAULT_ARGS, checked_at_trigger, ledger, param, warehouse
+from dag_support.line_decision import LineDecisionOperator
 
-from shipping.contract import DAG_ID, SHIP_ITEM_MAX_ACTIVE_PER_RUN, WAREHOUSE_POOL
+from shipping.contract import (
+    DAG_ID,
+    DECIDE_TASK,
+    SHIP_ITEM_MAX_ACTIVE_PER_RUN,
+    SHIP_TASK,
+    WAREHOUSE_POOL,
+)
 from shipping.order import ORDER_SCHEMA
 
 # The door: Airflow checks a triggered run's conf against these and answers 400.
@@ -60,7 +75,11 @@ def order_intake() -> None:
         # (the return value, as mapping requires) are expanded.
         context["ti"].xcom_push(
             key="order",
-            value={"order_id": registered["order_id"], "ship_to": registered["ship_to"]},
+            value={
+                "order_id": registered["order_id"],
+                "ship_to": registered["ship_to"],
+                "owner_run_id": registered["owner_run_id"],
+            },
         )
         return [dict(line) for line in registered["lines"]]
 
@@ -104,18 +123,49 @@ def order_intake() -> None:
         context["line_label"] = pipeline.line_label(result)
         return dict(result)
 
-    @task(multiple_outputs=False, params=checked_at_trigger(ORDER_PARAMS))
-    def finalize_order(order: dict[str, Any], results: Any) -> dict[str, Any]:
+    @task(
+        multiple_outputs=False,
+        params=checked_at_trigger(ORDER_PARAMS),
+        # After every line's last word: its ship_item shipped it (its decide_line skipped),
+        # or its decision did (ship_item failed, decide_line succeeded). A decision that
+        # failed, or a line that failed for another reason, fails the run as before.
+        trigger_rule=TriggerRule.NONE_FAILED,
+    )
+    def finalize_order(order: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from shipping import pipeline
 
-        # One slice fetches every result in one call; iterating the lazy sequence would
-        # ask the API once per line (1000 calls for a 1000-line order).
-        return pipeline.finalize(ledger(), order["order_id"], results[:])
+        context = get_current_context()
+        if order.get("owner_run_id", context["run_id"]) != context["run_id"]:
+            raise AirflowSkipException(f"a duplicate of run {order['owner_run_id']}: nothing to do")
+        # Every line's result in one call per task (ship_item's are not an input: a failed
+        # instance among them would hold this task back, though its decision shipped it).
+        results = context["ti"].xcom_pull(task_ids=[SHIP_TASK, DECIDE_TASK])
+        return pipeline.finalize(ledger(), order["order_id"], [r for r in results if r])
+
+    @task_group(group_id="line", prefix_group_id=False)
+    def each_line(order: Any, line: Any) -> Any:
+        """One line: ship it; if it fails for good, ask an operator (same map index)."""
+        shipped = ship_item(order=order, line=line)
+        decided = LineDecisionOperator(
+            task_id=DECIDE_TASK,
+            order=order,
+            line=line,
+            # Runs only when this line's ship_item failed; skipped, without a process,
+            # when it shipped. Waiting for the answer holds no pool or worker slot; the
+            # answer ships the line, through the warehouse pool like ship_item.
+            trigger_rule=TriggerRule.ONE_FAILED,
+            pool=WAREHOUSE_POOL,
+            map_index_template="{{ line_label }}",
+        )
+        shipped >> decided
+        return decided
 
     lines = register_order()
     order = lines["order"]
-    shipped = ship_item.partial(order=order).expand(line=lines)
-    finalize_order(order, shipped)
+    decided = each_line.partial(order=order).expand(line=lines)
+    decided >> finalize_order(order)
 
 
 order_intake()

@@ -12,6 +12,11 @@ never the wording of its message::
     order          the ledger refused the order itself      -> shipping status, then retry
     outage, fenced, bug, nothing recorded                   -> shipping retry
 
+A line whose ``ship_item`` failed for good is first asked about in Airflow's UI: its
+``decide_line`` instance waits (``awaiting_input``) as a required action, which is named
+first, the CLI second. While that decision is still to run, or ships an answer, the line
+is not the operator's yet.
+
 A line amended since it failed (its error no longer final for it), a cancelled line
 still ``CANCELLING``, or a line whose void is pending needs only ``shipping retry``: its
 next try finishes the amendment. A rejected order needs a corrected order under a new id.
@@ -29,12 +34,16 @@ from typing import Any, Final
 
 from shipping import errors
 from shipping.connections import TOKEN_VAR, TOKENS_VAR
-from shipping.contract import WAREHOUSE_CONN_ID
+from shipping.contract import DAG_ID, WAREHOUSE_CONN_ID
+from shipping.contract import DECIDE_TASK as DECIDE_TASK  # the task names, re-exported
+from shipping.contract import INTAKE_TASK as INTAKE_TASK
+from shipping.contract import REDUCER_TASK as REDUCER_TASK
+from shipping.contract import SHIP_TASK as SHIP_TASK
 from shipping.errors import ErrorFamily
+from shipping.order import run_id_for
 
-INTAKE_TASK: Final = "register_order"
-SHIP_TASK: Final = "ship_item"
-REDUCER_TASK: Final = "finalize_order"
+#: A line's decision waiting for an operator's answer (a required action in the UI).
+AWAITING_INPUT: Final = "awaiting_input"
 #: The pipeline's warehouse connection, as an environment variable.
 WAREHOUSE_CONN_VAR: Final = f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"
 #: Task instance states after which no try comes by itself.
@@ -146,12 +155,31 @@ def commands_for(order_id: str, failed: Iterable[Any]) -> list[str]:
     return list(dict.fromkeys(commands))
 
 
+def required_action(airflow_url: str, run_id: str, map_index: int, line: Any) -> str:
+    """The way out named first for a line whose decision waits: its required action."""
+    where = (
+        f"{airflow_url.rstrip('/')}/dags/{DAG_ID}/runs/{run_id}/tasks/{DECIDE_TASK}/mapped/"
+        f"{map_index}/required_actions"
+        if airflow_url
+        else "Airflow UI, Browse -> Required Actions"
+    )
+    return f'answer the required action "Decide line {line.line_id} · {line.sku}": {where}'
+
+
+def decision_pending(state: str | None) -> bool:
+    """Whether a failed line's decision is still to ask, or ships an answer: no operator
+    is needed for the line yet (a decision absent from the run counts as failed)."""
+    return state != AWAITING_INPUT and state not in FAILED_TI_STATES and state != "skipped"
+
+
 def needs(
     order: Any,
     *,
     line_task_states: Mapping[int, str | None],
     run_state: str | None,
     reducer_state: str | None,
+    decision_states: Mapping[int, str | None] | None = None,
+    airflow_url: str = "",
 ) -> Needs:
     """What the order needs from an operator, from the ledger and its run in Airflow.
 
@@ -165,6 +193,9 @@ def needs(
             only the failed ones).
         run_state: The state of the order's run (None: no run).
         reducer_state: The state of ``finalize_order`` in that run (None: not yet).
+        decision_states: The state of ``decide_line``'s instance at the map index of each
+            failed line (an index left out: that line has no decision, it is the CLI's).
+        airflow_url: Airflow's address, to link a waiting decision's required action.
     """
     if str(order.state) == "REJECTED":
         return Needs(
@@ -181,14 +212,26 @@ def needs(
     else:
         lines = dict(enumerate(order.lines))
         done = all_done(order)
-    failed = [
-        line
-        for index, line in sorted(lines.items())
-        if str(line.state) not in DONE_LINE_STATES
-        and line_task_states.get(index) in FAILED_TI_STATES
-    ]
+    decisions = decision_states or {}
+    failed: list[Any] = []
+    asking: list[tuple[int, Any]] = []
+    for index, line in sorted(lines.items()):
+        if str(line.state) in DONE_LINE_STATES:
+            continue
+        if line_task_states.get(index) not in FAILED_TI_STATES:
+            continue
+        if index in decisions and decision_pending(decisions[index]):
+            continue
+        failed.append(line)
+        if decisions.get(index) == AWAITING_INPUT:
+            asking.append((index, line))
     if failed:
-        return Needs(commands_for(order.order_id, failed))
+        commands: list[str] = []
+        if asking:
+            run_id = getattr(order, "run_id", None) or run_id_for(order.order_id)
+            commands = [required_action(airflow_url, run_id, i, line) for i, line in asking]
+            commands.append("or with the command line:")
+        return Needs(commands + commands_for(order.order_id, failed))
     if str(order.state) != "SHIPPED" and (
         run_state == "failed" or reducer_state in FAILED_TI_STATES
     ):

@@ -124,9 +124,9 @@ class AirflowBackend:
         from airflow.models.dagrun import DagRun
         from airflow.models.taskinstance import TaskInstance
         from airflow.utils.session import create_session
-        from sqlalchemy import select
+        from sqlalchemy import and_, or_, select
 
-        from shipping.advice import FAILED_TI_STATES
+        from shipping.advice import AWAITING_INPUT, DECIDE_TASK, FAILED_TI_STATES
 
         with create_session() as session:
             rows = session.execute(
@@ -138,7 +138,13 @@ class AirflowBackend:
                     TaskInstance.try_number,
                 ).where(
                     TaskInstance.dag_id == DAG_ID,
-                    TaskInstance.state.in_(sorted(FAILED_TI_STATES)),
+                    or_(
+                        TaskInstance.state.in_(sorted(FAILED_TI_STATES)),
+                        and_(
+                            TaskInstance.task_id == DECIDE_TASK,
+                            TaskInstance.state == AWAITING_INPUT,
+                        ),
+                    ),
                 )
             ).all()
             by_run: dict[str, list[Any]] = defaultdict(list)
@@ -160,19 +166,22 @@ class AirflowBackend:
 
 def _run_tasks(run_id: str, state: str | None, rows: Any) -> RunTasks:
     """A :class:`RunTasks` from ``(task_id, map_index, state, try_number)`` rows."""
-    from shipping.advice import INTAKE_TASK, REDUCER_TASK, SHIP_TASK
+    from shipping.advice import DECIDE_TASK, INTAKE_TASK, REDUCER_TASK, SHIP_TASK
     from shipping.orderview import RunTasks, TaskState
 
     lines: dict[int, TaskState] = {}
+    decisions: dict[int, str | None] = {}
     intake = reducer = None
     for task_id, map_index, ti_state, try_number in rows:
         if task_id == SHIP_TASK:
             lines[int(map_index)] = TaskState(_text(ti_state), int(try_number or 0))
+        elif task_id == DECIDE_TASK:
+            decisions[int(map_index)] = _text(ti_state)
         elif task_id == INTAKE_TASK:
             intake = _text(ti_state)
         elif task_id == REDUCER_TASK:
             reducer = _text(ti_state)
-    return RunTasks(run_id, state, lines, intake, reducer)
+    return RunTasks(run_id, state, lines, intake, reducer, decisions)
 
 
 @cache

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 from shipping.errors import AmendmentRefused, WarehouseError
 from shipping.ledger import Amendment, Ledger, LineStatus, amendment_refusal
-from shipping.order import TEXT_PATTERN, line_errors
+from shipping.order import MAX_REASON_LENGTH, TEXT_PATTERN, line_errors
 from shipping.pipeline import complete_void
 from shipping.warehouse import WarehouseClient
 
-__all__ = ["Amended", "amend_line", "reason_problem"]
+__all__ = ["MAX_REASON_LENGTH", "Amended", "amend_line", "reason_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +44,6 @@ class Amended:
 
     line: LineStatus
     void_error: str | None
-
-
-#: The longest reason kept (the amend form's limit too).
-MAX_REASON_LENGTH = 500
 
 
 def reason_problem(reason: str) -> str | None:

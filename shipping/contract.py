@@ -11,6 +11,11 @@ from collections.abc import Mapping
 from typing import Final
 
 DAG_ID: Final = "order_intake"
+#: order_intake's task ids (the REST API's clear and HITL calls name them).
+INTAKE_TASK: Final = "register_order"
+SHIP_TASK: Final = "ship_item"
+DECIDE_TASK: Final = "decide_line"  # a line's required action when it failed for good
+REDUCER_TASK: Final = "finalize_order"
 WAREHOUSE_POOL: Final = "warehouse"
 WAREHOUSE_POOL_SLOTS: Final = 16
 SHIP_ITEM_MAX_ACTIVE_PER_RUN: Final = 8

@@ -41,6 +41,8 @@ COUNTRY_PATTERN: Final = _whole("[A-Z]", "{2}")
 # PostgreSQL, and a newline or tab in a SKU or an address is a typo, not data. The
 # lengths are minLength / maxLength's job.
 TEXT_PATTERN: Final = _whole("[^\\u0000-\\u001f\\u007f]", "*")
+#: The longest reason an operator's amendment keeps (the amend forms' limit too).
+MAX_REASON_LENGTH: Final = 500
 
 
 def _text(min_length: int, max_length: int) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class RunTasks:
             ones where a caller asked Airflow for those alone).
         intake: ``register_order``'s state (None: not yet).
         reducer: ``finalize_order``'s state (None: not yet).
+        decisions: ``decide_line``'s state by map index (a failed line's required action
+            while it waits for an answer, ``awaiting_input``).
     """
 
     run_id: str
@@ -63,6 +65,7 @@ class RunTasks:
     lines: Mapping[int, TaskState] = field(default_factory=dict)
     intake: str | None = None
     reducer: str | None = None
+    decisions: Mapping[int, str | None] = field(default_factory=dict)
 
     @property
     def line_states(self) -> dict[int, str | None]:
@@ -213,6 +216,7 @@ def order_view(
         line_task_states=run.line_states if run else {},
         run_state=run.state if run else None,
         reducer_state=run.reducer if run else None,
+        decision_states=run.decisions if run else None,
     )
     return OrderView(order, run, lines, advice, reconciliation)
 
@@ -270,6 +274,7 @@ def open_orders(ledger: Ledger, runs: Iterable[RunTasks]) -> list[OpenOrder]:
             line_task_states=run.line_states,
             run_state=run.state,
             reducer_state=run.reducer,
+            decision_states=run.decisions,
         )
         if not advice:
             continue

@@ -680,6 +680,20 @@ class Ledger:
             raise OrderNotFound(order_id, line_id)
         return _line_status(row)
 
+    def next_try_number(self, *, order_id: str, line_id: str) -> int:
+        """One more than the line's highest recorded try (1 for a line never tried).
+
+        A try of another task than ``ship_item`` (an operator's decision that ships the
+        line) records under this number, so it never overwrites a ``ship_item`` try.
+        """
+        with self.engine.begin() as conn:
+            highest = conn.execute(
+                sa.select(sa.func.max(line_tries.c.try_number)).where(
+                    line_tries.c.order_id == order_id, line_tries.c.line_id == line_id
+                )
+            ).scalar_one_or_none()
+        return int(highest or 0) + 1
+
     def order_ids(self) -> list[str]:
         """Every order's id, oldest first."""
         with self.engine.begin() as conn:

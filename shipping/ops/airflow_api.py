@@ -225,6 +225,17 @@ class AirflowClient:
             "task_instances",
         )
 
+    def task_instance(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int
+    ) -> dict[str, Any] | None:
+        """One mapped task instance, or None when the run has no such instance (yet)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}"
+        try:
+            instance: dict[str, Any] = self._json("GET", path)
+        except LookupError:
+            return None
+        return instance
+
     def clear_mapped(
         self, dag_id: str, run_id: str, task_id: str, map_indexes: list[int]
     ) -> list[dict[str, Any]]:
@@ -235,13 +246,30 @@ class AirflowClient:
         """Clear failed (or upstream-failed) unmapped tasks of a run so they run again."""
         return self._clear(dag_id, run_id, list(task_ids))
 
-    def _clear(self, dag_id: str, run_id: str, task_ids: list[Any]) -> list[dict[str, Any]]:
-        # What the UI's clear dialog does with "Downstream" and "Only failed" selected.
+    def clear_waiting(
+        self, dag_id: str, run_id: str, task_id: str, map_indexes: list[int]
+    ) -> list[dict[str, Any]]:
+        """Clear mapped instances whatever their state (a required action still waiting),
+        without their downstream."""
+        return self._clear(
+            dag_id, run_id, [[task_id, i] for i in map_indexes], only_failed=False, downstream=False
+        )
+
+    def _clear(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: list[Any],
+        *,
+        only_failed: bool = True,
+        downstream: bool = True,
+    ) -> list[dict[str, Any]]:
+        # By default what the UI's clear dialog does with "Downstream" and "Only failed".
         body = {
             "dag_run_id": run_id,
             "task_ids": task_ids,
-            "include_downstream": True,
-            "only_failed": True,
+            "include_downstream": downstream,
+            "only_failed": only_failed,
             "dry_run": False,
         }
         result = self._json("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
@@ -256,6 +284,27 @@ class AirflowClient:
             "PATCH",
             f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}",
             json={"new_state": state, "note": note[:1000]},
+        )
+
+    def hitl_details(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's human-in-the-loop requests (required actions), answered or not."""
+        return self._pages(f"/dags/{dag_id}/dagRuns/{run_id}/hitlDetails", "hitl_details")
+
+    def answer_hitl(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int,
+        *,
+        chosen_options: list[str],
+        params_input: Mapping[str, Any],
+    ) -> requests.Response:
+        """Answer a required action as this client's user; the raw answer (409: answered)."""
+        return self.request(
+            "PATCH",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+            json={"chosen_options": chosen_options, "params_input": dict(params_input)},
         )
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:

@@ -31,11 +31,28 @@ def test_dag_folder_imports_without_errors(dagbag: Any) -> None:
     assert DAG_ID in dagbag.dag_ids
 
 
-def test_tasks_are_register_ship_finalize_in_that_order(dag: Any) -> None:
-    """register_order -> ship_item (mapped) -> finalize_order."""
-    assert set(dag.task_ids) == {"register_order", "ship_item", "finalize_order"}
+def test_tasks_are_register_ship_decide_finalize_in_that_order(dag: Any) -> None:
+    """register_order -> ship_item -> decide_line (one pair per line) -> finalize_order."""
+    assert set(dag.task_ids) == {"register_order", "ship_item", "decide_line", "finalize_order"}
     assert dag.get_task("ship_item").upstream_task_ids == {"register_order"}
-    assert dag.get_task("finalize_order").upstream_task_ids == {"register_order", "ship_item"}
+    assert dag.get_task("decide_line").upstream_task_ids == {"register_order", "ship_item"}
+    assert dag.get_task("finalize_order").upstream_task_ids == {"register_order", "decide_line"}
+
+
+def test_a_lines_decision_shares_its_map_index_and_asks_only_when_it_failed(dag: Any) -> None:
+    """Both line tasks are mapped in one group (per-index dependencies); the decision is a
+    human-in-the-loop task that runs when its line's ship_item failed, in the warehouse pool."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    ship, decide = dag.get_task("ship_item"), dag.get_task("decide_line")
+    group = ship.get_closest_mapped_task_group()
+    assert group is not None
+    assert decide.get_closest_mapped_task_group() is group
+    assert isinstance(decide, HITLOperator)
+    assert (decide.trigger_rule, decide.pool) == ("one_failed", WAREHOUSE_POOL)
+    assert decide.response_timeout is None  # a decision waits until answered
+    assert set(decide.serialized_params) == {"sku", "quantity", "reason"}
+    assert dag.get_task("finalize_order").trigger_rule == "none_failed"
 
 
 def test_every_task_has_retries_and_a_retry_policy(dag: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -88,23 +89,89 @@ def test_each_task_stores_one_result_not_one_xcom_per_key(
     )
 
 
-def test_a_refused_line_fails_alone_and_the_order_is_not_finalized(
+class Answerer(threading.Thread):
+    """Answers the run's required action as the REST API does, once it is asked.
+
+    ``dag.test()`` keeps a run alive while a task waits in ``awaiting_input``, until an
+    answer recorded from outside moves it on: this writes the answer to the metadata
+    database and resumes the task with Airflow's own handler (what ``PATCH .../hitlDetails``
+    calls), then stops.
+    """
+
+    def __init__(self, choice: str, params_input: dict[str, Any]) -> None:
+        super().__init__(daemon=True)
+        self.choice, self.params_input = choice, params_input
+        self.asked: dict[str, Any] | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import sqlalchemy as sa
+        from airflow._shared.timezones import timezone
+        from airflow.models.hitl import HITLDetail, HITLUser
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.trigger import handle_event_submit
+        from airflow.triggers.base import TriggerEvent
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+
+        while not self.stop.wait(0.5):
+            with create_session() as session:
+                detail = session.scalars(
+                    sa.select(HITLDetail).where(HITLDetail.responded_at.is_(None))
+                ).first()
+                ti = session.get(TaskInstance, detail.ti_id) if detail else None
+                if detail is None or ti is None or ti.state != TaskInstanceState.AWAITING_INPUT:
+                    continue
+                self.asked = {"subject": detail.subject, "params": dict(detail.params)}
+                detail.responded_by = HITLUser(id="grace", name="grace")
+                detail.responded_at = timezone.utcnow()
+                detail.chosen_options = [self.choice]
+                detail.params_input = self.params_input
+                handle_event_submit(
+                    TriggerEvent(detail.as_resume_event_payload()),
+                    task_instance=ti,
+                    session=session,
+                )
+                return
+
+
+def test_a_refused_line_asks_for_a_decision_and_the_answer_ships_it(
     dag: Any, ledger: Ledger, warehouse: Any
 ) -> None:
-    """A refused SKU fails its own instance; siblings ship; no SHIPPED order."""
+    """A refused SKU fails its own instance and asks; siblings ship; the answer (a fix)
+    ships the line under its next key, recorded with the user who answered, and the
+    order finalizes by itself."""
     doc = sample_order(f"DT-{uuid.uuid4().hex[:8]}", 3)
     doc["items"][2]["sku"] = "NOPE-1"
     warehouse.set_faults(reject_skus=["NOPE-*"])
-    run = dag.test(run_conf=doc)
-    assert str(run.state) == "failed"
+    answerer = Answerer("Fix and ship", {"sku": "MUG-RED", "quantity": 5, "reason": "renamed"})
+    answerer.start()
+    try:
+        run = dag.test(run_conf=doc)
+    finally:
+        answerer.stop.set()
+    assert answerer.asked is not None
+    assert answerer.asked["subject"] == f"Decide line 3 · NOPE-1 of order {doc['order_id']}"
+    assert answerer.asked["params"]["sku"]["value"] == "NOPE-1"  # pre-filled
+    assert str(run.state) == "success"
     assert states(run)[("ship_item", "success")] == 2
     assert states(run)[("ship_item", "failed")] == 1
-    assert states(run)[("finalize_order", "upstream_failed")] == 1
+    assert states(run)[("decide_line", "skipped")] == 2
+    assert states(run)[("decide_line", "success")] == 1
     status = ledger.get_order(doc["order_id"])
     assert status is not None
-    assert status.state == "SHIPPING"
-    assert [line.state for line in status.lines] == ["SHIPPED", "SHIPPED", "FAILED"]
-    assert "NOPE-1" in (status.lines[2].last_error or "")
+    assert status.state == "SHIPPED"
+    line = status.lines[2]
+    assert (line.sku, line.quantity, line.idempotency_key) == (
+        "MUG-RED",
+        5,
+        f"{doc['order_id']}:3#1",
+    )
+    [amendment] = status.to_json()["amendments"]
+    assert (amendment["by"], amendment["reason"]) == ("grace", "renamed")
+    assert [(s["line_id"], s["sku"]) for s in warehouse.shipments(doc["order_id"])].count(
+        ("3", "MUG-RED")
+    ) == 1
 
 
 def test_duplicate_line_ids_reject_the_order(dag: Any, ledger: Ledger, warehouse: Any) -> None:

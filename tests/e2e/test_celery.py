@@ -365,3 +365,39 @@ def test_no_worker_or_task_sees_the_admin_password_admin_token_or_jwt_secret(
         for environ in seen[name]:
             assert not [secret for secret in secrets if secret in environ], name
             assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in environ, name
+
+
+def test_a_refused_line_asks_for_a_decision_that_a_worker_ships_once_answered(
+    stack: LiveStack,
+) -> None:
+    """Celery mode: the decision waits holding no worker slot and no pool slot; the answer
+    resumes it on a worker, which ships the fixed line; the order finalizes by itself."""
+    from tests.e2e.test_decisions import FIX, line_shipments, refused_order
+
+    doc, _ = refused_order(stack, "HCL")
+    order_id, run_id = doc["order_id"], run_id_for(doc["order_id"])
+    pool = stack.api._json("GET", "/pools/warehouse")
+    assert (pool["occupied_slots"], pool["open_slots"]) == (0, pool["slots"])
+    busy = stack.api._json(
+        "GET", "/dags/~/dagRuns/~/taskInstances", params=[("state", "running"), ("state", "queued")]
+    )
+    assert busy["total_entries"] == 0
+    answered = stack.api.answer_hitl(
+        DAG_ID,
+        run_id,
+        "decide_line",
+        1,
+        chosen_options=[FIX],
+        params_input={"sku": "MUG-BLUE", "quantity": 2, "reason": "renamed"},
+    )
+    assert answered.status_code == 200, answered.text
+    assert stack.api.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT_S)["state"] == "success"
+    [decided] = [
+        ti
+        for ti in stack.api.task_instances(DAG_ID, run_id)
+        if ti["task_id"] == "decide_line" and ti["map_index"] == 1
+    ]
+    assert (decided["state"], worker_of(decided)[:7]) == ("success", "worker-")
+    assert stack.status(order_id)["state"] == "SHIPPED"
+    [shipment] = line_shipments(stack, doc, "2")
+    assert (shipment["sku"], shipment["quantity"]) == ("MUG-BLUE", 2)

@@ -8,6 +8,7 @@ the ledger's back, a ledger row is edited by hand), then resolves it only throug
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -27,8 +28,8 @@ RUN_TIMEOUT_S = 300
 
 
 def failing_order(stack: LiveStack, lines: int, refused: list[int]) -> dict[str, Any]:
-    """Post an order whose lines at ``refused`` (1-based) the warehouse refuses; wait for it
-    to fail."""
+    """Post an order whose lines at ``refused`` (1-based) the warehouse refuses; wait until
+    each of them failed and waits for a decision (the run keeps running)."""
     doc = sample_order(f"OPS-{uuid.uuid4().hex[:10]}", lines)
     for number in refused:
         doc["items"][number - 1]["sku"] = f"NOPE-{number}"
@@ -36,8 +37,25 @@ def failing_order(stack: LiveStack, lines: int, refused: list[int]) -> dict[str,
     assert stack.api.trigger(DAG_ID, run_id_for(doc["order_id"]), doc).status is (
         TriggerStatus.ACCEPTED
     )
-    assert run_state(stack, doc) == "failed"
+    assert waiting_decisions(stack, doc, len(refused)) == {n - 1 for n in refused}
     return doc
+
+
+def waiting_decisions(stack: LiveStack, doc: dict[str, Any], count: int) -> set[int]:
+    """Wait until ``count`` lines' decisions wait for an answer; their map indexes."""
+    run_id = run_id_for(doc["order_id"])
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        waiting = {
+            ti["map_index"]
+            for ti in stack.api.task_instances(DAG_ID, run_id)
+            if ti["task_id"] == "decide_line" and ti["state"] == "awaiting_input"
+        }
+        if len(waiting) >= count:
+            return waiting
+        assert stack.api.get_run(DAG_ID, run_id)["state"] in ("queued", "running")
+        assert time.monotonic() < deadline, f"{doc['order_id']}: decisions waiting: {waiting}"
+        time.sleep(1.0)
 
 
 def run_state(stack: LiveStack, doc: dict[str, Any]) -> str:
@@ -70,7 +88,11 @@ def test_retry_clears_one_named_line_then_all_failed_lines(stack: LiveStack) -> 
     one = stack.shipping("retry", doc["order_id"], "--line", "2")
     assert one.returncode == 0, one.stderr
     assert "retrying line(s) 2 and finalize_order" in one.stdout
-    assert run_state(stack, doc) == "failed"  # line 3 still failed
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while stack.status(doc["order_id"])["lines"][1]["state"] != "SHIPPED":
+        assert time.monotonic() < deadline
+        time.sleep(1.0)
+    assert waiting_decisions(stack, doc, 1) == {2}  # line 3 still waits for a decision
     assert tries(stack, doc) == {0: 1, 1: 2, 2: 1}
     rest = stack.shipping("retry", doc["order_id"])
     assert rest.returncode == 0, rest.stderr
@@ -242,8 +264,10 @@ def test_the_amend_dag_records_a_fix_and_a_cleared_line_ships_it(stack: LiveStac
     )
     [amendment] = stack.status(doc["order_id"])["amendments"]
     assert (amendment["by"], amendment["new"]["sku"]) == ("admin", "TEE-L")
-    # What the UI's clear dialog does, with Downstream selected.
+    # What the UI's clear dialog does, with Downstream selected: the line, and its decision
+    # still waiting (the dialog clears whatever the state; the client's clear only failed).
     stack.api.clear_mapped(DAG_ID, run_id_for(doc["order_id"]), "ship_item", [1])
+    stack.api.clear_waiting(DAG_ID, run_id_for(doc["order_id"]), "decide_line", [1])
     assert wait_until_done(stack, doc)["state"] == "SHIPPED"
     assert [
         s["sku"] for s in stack.warehouse.list_shipments(doc["order_id"]) if s["line_id"] == "2"

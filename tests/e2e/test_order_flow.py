@@ -7,6 +7,7 @@ command. Each test uses its own order ids; the warehouse's faults are reset afte
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -267,12 +268,23 @@ def test_other_content_under_another_run_id_is_refused_without_retries(
 
 
 def test_refused_line_fails_alone_and_a_cleared_retry_finalizes(stack: LiveStack) -> None:
-    """A refused line fails at once; after the fault is lifted, clearing it ships the order."""
+    """A refused line fails at once and waits for a decision while its siblings ship; after
+    the fault is lifted, clearing it (and its decision, as the UI's clear does) ships the
+    order."""
     doc = new_order(3)
     doc["items"][1]["sku"] = "BLOCKED-1"
     stack.admin.set_faults(reject_skus=["BLOCKED-*"])
     post(stack, doc)
-    assert run_to_end(stack, doc) == "failed"
+    run_id = run_id_for(doc["order_id"])
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not [
+        ti
+        for ti in stack.api.task_instances(DAG_ID, run_id)
+        if ti["task_id"] == "decide_line" and ti["state"] == "awaiting_input"
+    ]:
+        assert stack.api.get_run(DAG_ID, run_id)["state"] in ("queued", "running")
+        assert time.monotonic() < deadline
+        time.sleep(1.0)
     instances = {ti["map_index"]: ti for ti in mapped(stack, doc["order_id"])}
     assert instances[1]["state"] == "failed"
     assert instances[1]["try_number"] == 1  # a refusal is final: no Airflow retry
@@ -281,11 +293,10 @@ def test_refused_line_fails_alone_and_a_cleared_retry_finalizes(stack: LiveStack
     assert shipments_per_line(stack, doc["order_id"]) == Counter({"1": 1, "3": 1})
 
     stack.admin.reset_faults()
-    cleared = stack.api.clear_mapped(DAG_ID, run_id_for(doc["order_id"]), "ship_item", [1])
-    assert {(ti["task_id"], ti["map_index"]) for ti in cleared} == {
-        ("ship_item", 1),
-        ("finalize_order", -1),
-    }
+    cleared = stack.api.clear_mapped(DAG_ID, run_id, "ship_item", [1])
+    assert {(ti["task_id"], ti["map_index"]) for ti in cleared} == {("ship_item", 1)}
+    waiting = stack.api.clear_waiting(DAG_ID, run_id, "decide_line", [1])
+    assert {(ti["task_id"], ti["map_index"]) for ti in waiting} == {("decide_line", 1)}
     assert run_to_end(stack, doc) == "success"
     after = {ti["map_index"]: ti for ti in mapped(stack, doc["order_id"])}
     assert after[0]["try_number"] == 1  # siblings did not run again

@@ -20,7 +20,14 @@ from shipping.ops.airflow_api import TriggerStatus
 from shipping.ops.samples import sample_order
 from shipping.order import run_id_for
 from tests.e2e.conftest import LiveStack
-from tests.e2e.ui import CHROMIUM_ENV, AirflowUI, ChromiumMissing, find_chromium, wait_for_run_state
+from tests.e2e.ui import (
+    CHROMIUM_ENV,
+    AirflowUI,
+    ChromiumMissing,
+    find_chromium,
+    wait_for_decision,
+    wait_for_run_state,
+)
 
 pytestmark = pytest.mark.e2e
 RUN_TIMEOUT_S = 300
@@ -37,7 +44,7 @@ def test_operator_retries_a_failed_line_in_the_ui_and_the_order_ships(
     name = f"line {refused['line_id']} · {refused['sku']}"
     stack.admin.set_faults(reject_skus=[refused["sku"]])
     assert stack.api.trigger(DAG_ID, run_id, doc).status is TriggerStatus.ACCEPTED
-    wait_for_run_state(stack.api, DAG_ID, run_id, "failed", timeout=RUN_TIMEOUT_S)
+    wait_for_decision(stack.api, DAG_ID, run_id, 2, timeout=RUN_TIMEOUT_S)
     stack.admin.reset_faults()  # the cause is fixed: the operator may retry
 
     ui.open_run(DAG_ID, run_id)
@@ -47,7 +54,8 @@ def test_operator_retries_a_failed_line_in_the_ui_and_the_order_ships(
 
     ui.open_instance("ship_item", name)
     cleared = ui.clear_with_downstream(screenshot="ui-clear-line.png")
-    assert cleared == {("ship_item", 2), ("finalize_order", -1)}  # the line and the reducer
+    # The line, its decision still waiting, and the reducer.
+    assert cleared == {("ship_item", 2), ("decide_line", 2), ("finalize_order", -1)}
 
     wait_for_run_state(stack.api, DAG_ID, run_id, "success", timeout=RUN_TIMEOUT_S)
     ui.open_run(DAG_ID, run_id)
@@ -58,6 +66,7 @@ def test_operator_retries_a_failed_line_in_the_ui_and_the_order_ships(
     tries = {
         (ti["task_id"], ti["map_index"]): ti["try_number"]
         for ti in stack.api.task_instances(DAG_ID, run_id)
+        if ti["task_id"] != "decide_line"  # skipped once its line shipped
     }
     assert tries == {
         ("register_order", -1): 1,
@@ -83,7 +92,7 @@ def test_operator_fixes_a_refused_sku_with_the_amend_form_and_the_order_ships(
     refused["sku"] = "NOPE-UI"
     stack.admin.set_faults(reject_skus=["NOPE-*"])  # and keeps refusing: only the fix helps
     assert stack.api.trigger(DAG_ID, run_id, doc).status is TriggerStatus.ACCEPTED
-    wait_for_run_state(stack.api, DAG_ID, run_id, "failed", timeout=RUN_TIMEOUT_S)
+    wait_for_decision(stack.api, DAG_ID, run_id, 1, timeout=RUN_TIMEOUT_S)
     assert stack.status(order_id)["lines"][1]["state"] == "FAILED"
 
     form = ui.open_trigger_form(AMEND_DAG_ID)
@@ -111,7 +120,7 @@ def test_operator_fixes_a_refused_sku_with_the_amend_form_and_the_order_ships(
     ui.expect_instance_state("line 2 · NOPE-UI", "Failed")
     ui.open_instance("ship_item", "line 2 · NOPE-UI")
     cleared = ui.clear_with_downstream()
-    assert cleared == {("ship_item", 1), ("finalize_order", -1)}
+    assert cleared == {("ship_item", 1), ("decide_line", 1), ("finalize_order", -1)}
     wait_for_run_state(stack.api, DAG_ID, run_id, "success", timeout=RUN_TIMEOUT_S)
     ui.open_run(DAG_ID, run_id)
     ui.open_mapped(DAG_ID, run_id, "ship_item")

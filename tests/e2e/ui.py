@@ -116,6 +116,27 @@ def wait_for_run_state(
         time.sleep(1.0)
 
 
+def wait_for_decision(
+    api: AirflowClient, dag_id: str, run_id: str, map_index: int, *, timeout: float
+) -> None:
+    """Poll until the line at ``map_index`` waits for a decision (its ``decide_line`` in
+    ``awaiting_input``); the run must keep running meanwhile."""
+    started = time.monotonic()
+    while True:
+        states = {
+            ti["map_index"]: ti["state"]
+            for ti in api.task_instances(dag_id, run_id)
+            if ti["task_id"] == "decide_line"
+        }
+        if states.get(map_index) == "awaiting_input":
+            return
+        run = api.get_run(dag_id, run_id)
+        assert run is not None
+        assert run["state"] not in TERMINAL_RUN_STATES, run
+        assert time.monotonic() - started < timeout, f"no decision waits in {run_id}: {states}"
+        time.sleep(1.0)
+
+
 class AirflowUI:
     """One browser page on Airflow's UI, with the steps of an operator's path."""
 
@@ -268,6 +289,37 @@ class AirflowUI:
         run_id = unquote(match[1])
         expect(self.page.get_by_role("heading", name=run_id, exact=True)).to_be_visible()
         return run_id
+
+    def open_required_action(self, subject: str) -> None:
+        """From Browse -> Required Actions (open ones), click the action titled ``subject``;
+        its task instance's Required Action tab shows the form."""
+        page = self.page
+        page.goto(f"{self.base_url}/required_actions?response_received=false")
+        page.get_by_role("link", name=subject, exact=True).click()
+        page.wait_for_url(re.compile(r"/required_actions$"))
+        expect(page.get_by_text(subject, exact=True)).to_be_visible()
+
+    def decision_field(self, title: str) -> Locator:
+        """The open required action's field labelled ``title`` (text or number box)."""
+        label = self.page.locator("label").filter(
+            has_text=re.compile(rf"^{re.escape(title)}{_REQUIRED}$")
+        )
+        field = self.page.get_by_role("group").filter(has=label)
+        expect(field).to_have_count(1)
+        return field.get_by_role("textbox").or_(field.get_by_role("spinbutton"))
+
+    def fill_decision(self, title: str, value: str | int) -> None:
+        """Type ``value`` into the open required action's field labelled ``title``."""
+        box = self.decision_field(title)
+        box.fill(str(value))
+        expect(box).to_have_value(str(value))
+
+    def answer(self, option: str) -> None:
+        """Press the open required action's button ``option``; wait until it is answered
+        (the form's buttons are disabled then)."""
+        button = self.page.get_by_role("button", name=option, exact=True)
+        button.click()
+        expect(button).to_be_disabled()
 
     def expect_instance_state(self, name: str, state: str) -> None:
         """The row of instance ``name`` shows ``state`` (``Failed``, ``Success``, ...)."""

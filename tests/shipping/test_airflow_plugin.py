@@ -38,7 +38,8 @@ def test_the_domain_imports_without_airflow(tmp_path: Path) -> None:
 import pkgutil, importlib, sys
 import shipping
 for mod in pkgutil.walk_packages(shipping.__path__, "shipping."):
-    if mod.name != "shipping.airflow_plugin":
+    # __main__ modules run their command when imported: what they import is imported here.
+    if mod.name != "shipping.airflow_plugin" and not mod.name.endswith(".__main__"):
         importlib.import_module(mod.name)
 print(sorted(m for m in sys.modules if m == "airflow" or m.startswith("airflow.")))
 """

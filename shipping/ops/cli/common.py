@@ -17,6 +17,8 @@ from typing import Any
 
 from shipping import errors
 from shipping.advice import (
+    AWAITING_INPUT,
+    DECIDE_TASK,
     DONE_LINE_STATES,
     FAILED_TI_STATES,
     INTAKE_TASK,
@@ -33,6 +35,8 @@ from shipping.ops.state import load_state
 from shipping.order import run_id_for
 
 __all__ = [  # the task names and states of shipping.advice, as the commands use them
+    "AWAITING_INPUT",
+    "DECIDE_TASK",
     "DONE_LINE_STATES",
     "FAILED_TI_STATES",
     "INTAKE_TASK",
@@ -189,6 +193,16 @@ def say_needs(message: str, commands: list[str]) -> None:
     print(message)
     for command in commands:
         print(f"  {command}")
+
+
+def decision_open(instances: list[dict[str, Any]], map_index: int) -> bool:
+    """Whether the line at ``map_index`` has a decision waiting for an answer or failed."""
+    return any(
+        ti.get("task_id") == DECIDE_TASK
+        and ti.get("map_index") == map_index
+        and ti.get("state") in (AWAITING_INPUT, *FAILED_TI_STATES)
+        for ti in instances
+    )
 
 
 def actor() -> str:

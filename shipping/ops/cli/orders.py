@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 
-from shipping.contract import DAG_ID
+from shipping.contract import DAG_ID, DECIDE_TASK, INTAKE_TASK, REDUCER_TASK, SHIP_TASK
 from shipping.ops.airflow_api import AirflowApiError, TriggerStatus
 from shipping.ops.cli import common
 from shipping.ops.cli.advice import warn_configuration
@@ -18,12 +18,10 @@ from shipping.ops.cli.common import (
     EXIT_OPERATOR,
     EXIT_REFUSED,
     FAILED_TI_STATES,
-    INTAKE_TASK,
-    REDUCER_TASK,
-    SHIP_TASK,
     CliError,
     Intake,
     all_done,
+    decision_open,
     intake_of,
     say_needs,
     task_state,
@@ -182,7 +180,13 @@ def retry(order_id: str, line_ids: list[str]) -> int:
         warn_configuration(order_id, [known[i] for i in to_clear])
         if to_clear:
             api.clear_mapped(DAG_ID, run_id, SHIP_TASK, [position[i] for i in to_clear])
-        else:
+        # These lines' decisions (a required action still waiting would hold the run open,
+        # a failed one the reducer) are cleared too: evaluated again after the line's task,
+        # they are skipped once it shipped.
+        decisions = [position[i] for i in failed if decision_open(instances, position[i])]
+        if decisions:
+            api.clear_waiting(DAG_ID, run_id, DECIDE_TASK, decisions)
+        if not to_clear:
             api.clear_tasks(DAG_ID, run_id, [REDUCER_TASK])
     if to_clear:
         print(f"order {order_id}: retrying line(s) {', '.join(to_clear)} and {REDUCER_TASK}")

@@ -15,19 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shipping.advice import needs
-from shipping.contract import DAG_ID
+from shipping.advice import decision_pending, needs
+from shipping.contract import DAG_ID, DECIDE_TASK, INTAKE_TASK, REDUCER_TASK, SHIP_TASK
 from shipping.ledger import OrderSummary
 from shipping.ops.cli import common
 from shipping.ops.cli.common import (
+    AWAITING_INPUT,
     DONE_LINE_STATES,
     EXIT_DRIFT_OR_TIMEOUT,
     EXIT_OK,
     EXIT_OPERATOR,
     FAILED_TI_STATES,
-    INTAKE_TASK,
-    REDUCER_TASK,
-    SHIP_TASK,
     WATCH_POLL_S,
     CliError,
     Intake,
@@ -64,7 +62,15 @@ class Progress:
         return text
 
 
-_COUNT_ORDER = ("shipped", "cancelled", "running", "retrying", "waiting", "failed")
+_COUNT_ORDER = (
+    "shipped",
+    "cancelled",
+    "running",
+    "retrying",
+    "waiting",
+    "awaiting a decision",
+    "failed",
+)
 _TI_BUCKET = {
     "running": "running",
     "queued": "running",
@@ -80,28 +86,46 @@ _TI_BUCKET = {
 #: The states ``watch`` asks Airflow for: what it counts or acts on. Every other
 #: instance (scheduled, success, ...) is a waiting or a done line, which the ledger's
 #: counts already tell; so a poll of a 1000-line order fetches a few instances, not 1000.
+#: A line's decision waiting for an answer is ``awaiting_input``.
 WATCHED_TI_STATES = (
     "running",
     "queued",
     "deferred",
     "up_for_retry",
+    AWAITING_INPUT,
     *sorted(FAILED_TI_STATES),
 )
+#: Past this many failed lines, ``watch`` lists every decision rather than one each.
+_DECISIONS_ONE_BY_ONE = 20
 
 
-def progress(order: Any, run: dict[str, Any] | None, instances: list[dict[str, Any]]) -> Progress:
+def progress(
+    order: Any,
+    run: dict[str, Any] | None,
+    instances: list[dict[str, Any]],
+    *,
+    airflow_url: str = "",
+) -> Progress:
     """Combine the ledger's order and Airflow's run into a :class:`Progress`.
 
     ``order`` is an :class:`~shipping.ledger.OrderSummary` (what ``watch`` reads: line
     counts, and the lines that failed or that ``instances`` are about) or an
     :class:`~shipping.ledger.OrderStatus` (every line). ``instances`` are the run's task
-    instances, all of them or only those in :data:`WATCHED_TI_STATES` (those without a
-    ``task_id`` count as ``ship_item``'s). What the order needs is
-    :func:`shipping.advice.needs`.
+    instances, all of them or only those in :data:`WATCHED_TI_STATES` plus the decisions
+    of failed lines (those without a ``task_id`` count as ``ship_item``'s). A line whose
+    ``ship_item`` failed is not the operator's yet while its ``decide_line`` is still to
+    ask or ships an answer (it counts as running); once that waits, the line needs an
+    operator and its required action is named first (``airflow_url`` makes it a link).
+    What the order needs is :func:`shipping.advice.needs`.
     """
     summary = order if isinstance(order, OrderSummary) else _summary_of(order, instances)
     lines_ti = [ti for ti in instances if ti.get("task_id", SHIP_TASK) == SHIP_TASK]
     ti_state = {int(ti["map_index"]): ti.get("state") for ti in lines_ti}
+    decisions = {
+        int(ti["map_index"]): ti.get("state")
+        for ti in instances
+        if ti.get("task_id") == DECIDE_TASK
+    }
     counts: Counter[str] = Counter()
     for state, number in summary.counts.items():
         if str(state) in DONE_LINE_STATES and number:
@@ -112,10 +136,15 @@ def progress(order: Any, run: dict[str, Any] | None, instances: list[dict[str, A
         if line is None or str(line.state) in DONE_LINE_STATES:
             continue
         bucket = _TI_BUCKET.get(str(ti), "waiting")
+        if bucket == "failed" and index in decisions:
+            if decisions[index] == AWAITING_INPUT:
+                bucket = "awaiting a decision"
+            elif decision_pending(decisions[index]):
+                bucket = "running"  # its decision is about to ask, or ships an answer
         if bucket == "waiting":
             continue
         counts[bucket] += 1
-        if bucket in ("failed", "retrying") and line.last_error:
+        if bucket in ("failed", "retrying", "awaiting a decision") and line.last_error:
             failing.append((line.line_id, line.last_error))
     waiting = summary.total - sum(counts.values())
     if waiting > 0:
@@ -126,6 +155,8 @@ def progress(order: Any, run: dict[str, Any] | None, instances: list[dict[str, A
         line_task_states=ti_state,
         run_state=run_state,
         reducer_state=task_state(instances, REDUCER_TASK),
+        decision_states=decisions,
+        airflow_url=airflow_url,
     )
     return Progress(
         summary.order_id,
@@ -161,6 +192,8 @@ def follow(ledger: Any, api: Any, order_id: str) -> tuple[Any, dict[str, Any] | 
 
     Returns ``(summary, run, instances)``; for an order the ledger does not know yet,
     ``summary`` is None and ``instances`` are all of its run's (a handful before fan-out).
+    The decision of each failed line is among ``instances`` whatever its state (one
+    request per such line, or one list of every decision when many lines failed).
     """
     summary = ledger.order_summary(order_id)
     run_id = summary.run_id if summary is not None and summary.run_id else run_id_for(order_id)
@@ -169,10 +202,29 @@ def follow(ledger: Any, api: Any, order_id: str) -> tuple[Any, dict[str, Any] | 
         return summary, None, []
     if summary is None:
         return None, run, api.task_instances(DAG_ID, run["dag_run_id"])
-    instances = api.task_instances(DAG_ID, run["dag_run_id"], states=WATCHED_TI_STATES)
+    run_id = run["dag_run_id"]
+    instances = api.task_instances(DAG_ID, run_id, states=WATCHED_TI_STATES)
     asked = {int(ti["map_index"]) for ti in instances if ti.get("task_id", SHIP_TASK) == SHIP_TASK}
     if asked - set(summary.notable):  # running lines the summary did not read
         summary = ledger.order_summary(order_id, positions=asked)
+    failed = {
+        int(ti["map_index"])
+        for ti in instances
+        if ti.get("task_id", SHIP_TASK) == SHIP_TASK and ti.get("state") in FAILED_TI_STATES
+    }
+    seen = {int(ti["map_index"]) for ti in instances if ti.get("task_id") == DECIDE_TASK}
+    unseen = sorted(failed - seen)
+    if len(unseen) > _DECISIONS_ONE_BY_ONE:
+        instances += [
+            ti
+            for ti in api.mapped_instances(DAG_ID, run_id, DECIDE_TASK)
+            if int(ti["map_index"]) in unseen
+        ]
+    else:
+        for index in unseen:
+            decision = api.task_instance(DAG_ID, run_id, DECIDE_TASK, index)
+            if decision is not None:
+                instances.append(decision)
     return summary, run, instances
 
 
@@ -204,7 +256,7 @@ def watch(
                     )
                     text = intake.describe()
                 else:
-                    now = progress(order, run, instances)
+                    now = progress(order, run, instances, airflow_url=api.base_url)
                     text = now.line()
                 if live is not None:
                     live.update(text)

@@ -202,6 +202,52 @@ def test_a_failed_line_names_the_command_that_resolves_it(error: str, command: s
     assert any(command in needed for needed in now.needs)
 
 
+def test_a_line_waiting_for_a_decision_names_the_required_action_first() -> None:
+    """Its required action (a link to it) comes before the CLI's fix and cancel."""
+    order = _order(_line("1", "SHIPPED"), _line("2", "FAILED", "SkuRefused: 422"))
+    instances = [
+        {"task_id": "ship_item", "map_index": 1, "state": "failed", "try_number": 1},
+        {"task_id": "decide_line", "map_index": 1, "state": "awaiting_input", "try_number": 1},
+    ]
+    now = cli.progress(order, {"state": "running"}, instances, airflow_url="http://af:8080/")
+    assert now.counts == {"shipped": 1, "awaiting a decision": 1}
+    assert now.needs[0] == (
+        'answer the required action "Decide line 2 · MUG": http://af:8080/dags/order_intake/'
+        "runs/order-O-1/tasks/decide_line/mapped/1/required_actions"
+    )
+    assert now.needs[1:] == [
+        "or with the command line:",
+        'shipping fix O-1 --line 2 --sku NEW_SKU --reason "..."',
+        'shipping cancel O-1 --line 2 --reason "..."',
+    ]
+
+
+@pytest.mark.parametrize("decision", [None, "scheduled", "queued", "running"])
+def test_a_failed_line_whose_decision_is_about_to_ask_is_not_the_operators_yet(
+    decision: str | None,
+) -> None:
+    """Between the line's failure and its question, watch keeps waiting (no exit 3)."""
+    order = _order(_line("1", "FAILED", "SkuRefused: 422"))
+    instances = [
+        {"task_id": "ship_item", "map_index": 0, "state": "failed", "try_number": 1},
+        {"task_id": "decide_line", "map_index": 0, "state": decision, "try_number": 0},
+    ]
+    now = cli.progress(order, {"state": "running"}, instances)
+    assert (now.counts, now.needs) == ({"running": 1}, [])
+
+
+def test_a_failed_decision_leaves_the_cli_path() -> None:
+    """A decision that failed (its answer refused, a new SKU refused) names fix and cancel."""
+    order = _order(_line("1", "FAILED", "SkuRefused: 422"))
+    instances = [
+        {"task_id": "ship_item", "map_index": 0, "state": "failed", "try_number": 1},
+        {"task_id": "decide_line", "map_index": 0, "state": "failed", "try_number": 1},
+    ]
+    now = cli.progress(order, {"state": "failed"}, instances)
+    assert now.counts == {"failed": 1}
+    assert 'shipping fix O-1 --line 1 --sku NEW_SKU --reason "..."' in now.needs
+
+
 def test_a_rejected_order_needs_a_new_order() -> None:
     """Nothing to retry: the operator is told to post a corrected order."""
     now = cli.progress(_order(state="REJECTED"), {"state": "failed"}, [])
@@ -365,6 +411,15 @@ class FakeAirflow:
     def clear_mapped(self, dag_id: str, run_id: str, task_id: str, indexes: list[int]) -> list[Any]:
         self.cleared.append((task_id, list(indexes)))
         return []
+
+    def clear_waiting(
+        self, dag_id: str, run_id: str, task_id: str, indexes: list[int]
+    ) -> list[Any]:
+        self.cleared.append(("waiting " + task_id, list(indexes)))
+        return []
+
+    def set_mapped_state(self, *args: Any, **kwargs: Any) -> None:
+        self.cleared.append(("set state", list(args[2:5])))
 
     def trigger(self, dag_id: str, run_id: str, conf: Any) -> TriggerOutcome:
         return TriggerOutcome(TriggerStatus.EXISTS, 409, run=self.run)
@@ -540,3 +595,41 @@ def test_the_command_refuses_a_token_list_naming_the_accepted_tokens(
     monkeypatch.setenv("WAREHOUSE_API_TOKEN", "new-token-123,old-token-456")
     assert cli.main(["reconcile", "--all"]) == cli.EXIT_NOT_FOUND
     assert "WAREHOUSE_API_TOKENS" in capsys.readouterr().err
+
+
+def test_retry_of_a_line_clears_its_waiting_decision_after_the_line(
+    fake: Callable[..., FakeAirflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The failed ship_item first (only failed, downstream), then its decision still waiting,
+    which would otherwise hold the run open; other lines' decisions are left alone."""
+    order = _order(_line("1", "FAILED", "SkuRefused: 422"), _line("2", "FAILED", "SkuRefused"))
+    api = fake(
+        order,
+        {"dag_run_id": "order-O-1", "state": "running"},
+        [_ti("register_order", "success"), _ti("ship_item", "failed", 0)]
+        + [_ti("ship_item", "failed", 1), _ti("decide_line", "awaiting_input", 0)]
+        + [_ti("decide_line", "awaiting_input", 1), _ti("finalize_order", "none")],
+    )
+    assert cli.main(["retry", "O-1", "--line", "1"]) == cli.EXIT_OK
+    assert api.cleared == [("ship_item", [0]), ("waiting decide_line", [0])]
+    assert "retrying line(s) 1 and finalize_order" in capsys.readouterr().out
+
+
+def test_retry_of_a_line_the_ledger_shows_shipped_resolves_its_waiting_decision(
+    fake: Callable[..., FakeAirflow],
+) -> None:
+    """Shipped behind Airflow's back (reconcile adopted it): its task is marked success and
+    its waiting decision cleared (then skipped); the reducer is cleared if it failed."""
+    order = _order(_line("1", "SHIPPED"))
+    api = fake(
+        order,
+        {"dag_run_id": "order-O-1", "state": "running"},
+        [_ti("register_order", "success"), _ti("ship_item", "failed", 0)]
+        + [_ti("decide_line", "awaiting_input", 0), _ti("finalize_order", "none")],
+    )
+    assert cli.main(["retry", "O-1"]) == cli.EXIT_OK
+    assert api.cleared == [
+        ("set state", ["ship_item", 0, "success"]),
+        ("waiting decide_line", [0]),
+        ("tasks", ["finalize_order"]),
+    ]
