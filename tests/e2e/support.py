@@ -109,3 +109,34 @@ def environments_during_an_order(stack: LiveStack, lines: int = 2) -> dict[str, 
         stack.admin.reset_faults()
     assert_completed_once(stack, doc)
     return seen
+
+
+#: How long a test lets Airflow settle after a decision starts waiting, before it answers.
+#: Airflow 3.3 race, seen in this suite: an answer given within about a second of the
+#: pause can reach the instance before the scheduler has handled the executor's "success"
+#: event of the pausing try; the scheduler then takes the resumed instance's state for an
+#: external change, marks it up for retry, and the next try asks again (the answer is lost;
+#: nothing is applied). An operator in the UI never answers that fast; a test must wait.
+DECISION_SETTLE_S = 5.0
+
+
+def wait_for_required_action(stack: LiveStack, run_id: str, timeout: float) -> dict[str, Any]:
+    """The one required action of ``run_id`` once it waits for an answer (and has settled).
+
+    Fails as soon as the run is no longer queued or running (a refused line must not fail
+    the run: its decision waits).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = [
+            d
+            for d in stack.api.hitl_details(DAG_ID, run_id)
+            if not d["response_received"] and d["task_instance"]["state"] == "awaiting_input"
+        ]
+        if waiting:
+            [detail] = waiting
+            time.sleep(DECISION_SETTLE_S)
+            return detail
+        assert stack.api.get_run(DAG_ID, run_id)["state"] in ("queued", "running")  # not failed
+        time.sleep(1.0)
+    raise AssertionError(f"no required action for run {run_id} after {timeout:g} s")

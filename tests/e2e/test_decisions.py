@@ -11,7 +11,6 @@ docs/operator-ui.md). Screenshots of the list and the form go to docs/img/ with
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ from shipping.ops.airflow_api import TriggerStatus
 from shipping.ops.samples import sample_order
 from shipping.order import run_id_for
 from tests.e2e.conftest import LiveStack
+from tests.e2e.support import wait_for_required_action
 from tests.e2e.ui import AirflowUI, wait_for_run_state
 
 pytestmark = pytest.mark.e2e
@@ -41,19 +41,7 @@ def refused_order(stack: LiveStack, prefix: str) -> tuple[dict[str, Any], dict[s
     stack.admin.set_faults(reject_skus=["NOPE-*"])
     run_id = run_id_for(doc["order_id"])
     assert stack.api.trigger(DAG_ID, run_id, doc).status is TriggerStatus.ACCEPTED
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        waiting = [
-            d
-            for d in stack.api.hitl_details(DAG_ID, run_id)
-            if not d["response_received"] and d["task_instance"]["state"] == "awaiting_input"
-        ]
-        if waiting:
-            [detail] = waiting
-            return doc, detail
-        assert stack.api.get_run(DAG_ID, run_id)["state"] in ("queued", "running")  # not failed
-        time.sleep(1.0)
-    raise AssertionError(f"no required action for {doc['order_id']} after {RUN_TIMEOUT_S} s")
+    return doc, wait_for_required_action(stack, run_id, RUN_TIMEOUT_S)
 
 
 def line_shipments(stack: LiveStack, doc: dict[str, Any], line_id: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from shipping.ops.airflow_api import TriggerStatus
 from shipping.ops.samples import sample_order
 from shipping.order import run_id_for
 from tests.e2e.conftest import LiveStack
+from tests.e2e.support import wait_for_required_action
 from tests.e2e.ui import AirflowUI, wait_for_run_state
 
 pytestmark = pytest.mark.e2e
@@ -32,13 +33,13 @@ PREFIX = "/shipping-ledger"
 
 
 def stuck_order(stack: LiveStack, lines: int, refused: int) -> dict[str, Any]:
-    """An order whose line ``refused`` (1-based) the warehouse refuses; its run has failed."""
+    """An order whose line ``refused`` (1-based) the warehouse refuses; its decision waits."""
     doc = sample_order(f"LV-{uuid.uuid4().hex[:8].upper()}", lines)
     doc["items"][refused - 1]["sku"] = f"NOPE-{refused}"
     stack.admin.set_faults(reject_skus=["NOPE-*"])
     run_id = run_id_for(doc["order_id"])
     assert stack.api.trigger(DAG_ID, run_id, doc).status is TriggerStatus.ACCEPTED
-    wait_for_run_state(stack.api, DAG_ID, run_id, "failed", timeout=RUN_TIMEOUT_S)
+    wait_for_required_action(stack, run_id, RUN_TIMEOUT_S)
     return doc
 
 
@@ -69,6 +70,8 @@ def test_the_open_orders_page_lists_a_stuck_order_with_the_command_that_ends_it(
     row = frame.locator(f'tr[data-order="{order_id}"]')
     expect(row).to_be_visible()
     expect(row).to_contain_text("SHIPPING")
+    # Its required action first (the line's decision waits), the command line second.
+    expect(row).to_contain_text('answer the required action "Decide line 2 · NOPE-2"')
     expect(row).to_contain_text(f'shipping fix {order_id} --line 2 --sku NEW_SKU --reason "..."')
     expect(row).to_contain_text(f'shipping cancel {order_id} --line 2 --reason "..."')
     ui.screenshot("ledger-view-open-orders.png")
