@@ -17,6 +17,7 @@ from shipping.ops.stack import Stack
 from shipping.ops.supervision import ServiceInfo
 from shipping.order import run_id_for
 from tests.e2e.conftest import LiveStack
+from tests.e2e.ui import DECISION_SETTLE_S
 
 RUN_TIMEOUT_S = 400
 LATENCY_MS = 5000
@@ -109,15 +110,6 @@ def environments_during_an_order(stack: LiveStack, lines: int = 2) -> dict[str, 
         stack.admin.reset_faults()
     assert_completed_once(stack, doc)
     return seen
-
-
-#: How long a test lets Airflow settle after a decision starts waiting, before it answers.
-#: Airflow 3.3 race, seen in this suite: an answer given within about a second of the
-#: pause can reach the instance before the scheduler has handled the executor's "success"
-#: event of the pausing try; the scheduler then takes the resumed instance's state for an
-#: external change, marks it up for retry, and the next try asks again (the answer is lost;
-#: nothing is applied). An operator in the UI never answers that fast; a test must wait.
-DECISION_SETTLE_S = 5.0
 
 
 def wait_for_required_action(stack: LiveStack, run_id: str, timeout: float) -> dict[str, Any]:

@@ -116,6 +116,15 @@ def wait_for_run_state(
         time.sleep(1.0)
 
 
+#: How long a test lets Airflow settle after a decision starts waiting, before it answers.
+#: Airflow 3.3 race, seen in this suite: an answer given within about a second of the
+#: pause can reach the instance before the scheduler has handled the executor's "success"
+#: event of the pausing try; the scheduler then takes the resumed instance's state for an
+#: external change, marks it up for retry, and the next try asks again (the answer is lost;
+#: nothing is applied). An operator in the UI never answers that fast; a test must wait.
+DECISION_SETTLE_S = 5.0
+
+
 def wait_for_decision(
     api: AirflowClient, dag_id: str, run_id: str, map_index: int, *, timeout: float
 ) -> None:
@@ -129,6 +138,7 @@ def wait_for_decision(
             if ti["task_id"] == "decide_line"
         }
         if states.get(map_index) == "awaiting_input":
+            time.sleep(DECISION_SETTLE_S)
             return
         run = api.get_run(dag_id, run_id)
         assert run is not None
