@@ -569,17 +569,106 @@ def test_airflow_init_migrates_the_metadata_database() -> None:
     assert "airflow db migrate" in _script(SERVICES["airflow-init"])
 
 
+#: Each service's database, the variable holding its URL, the role it connects as and the
+#: .env variable of that role's password. The role is named after its database.
+DATABASE_ROLES = [
+    ("airflow-scheduler", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_DB_PASSWORD"),
+    ("airflow-scheduler", "SHIPPING_LEDGER_URL", "LEDGER_DB_PASSWORD"),
+    ("warehouse", "WAREHOUSE_DATABASE_URL", "WAREHOUSE_DB_PASSWORD"),
+]
+ROLE_CREATION = "python -m shipping.ops.compose_databases"
+
+
+def _init_commands() -> list[str]:
+    script = SERVICES["airflow-init"]["command"][-1]
+    return [line.strip() for line in script.splitlines() if line.strip()]
+
+
 @pytest.mark.parametrize(
     "database",
     [contract.AIRFLOW_DATABASE, contract.LEDGER_DATABASE, contract.WAREHOUSE_DATABASE],
 )
 def test_the_database_is_created(database: str) -> None:
-    """Each database is created: Airflow's by postgres, the others by airflow-init."""
-    loop = re.search(r"for database in \(([^)]*)\)", _script(SERVICES["airflow-init"]))
-    assert loop, "airflow-init creates no databases"
-    created = {*re.findall(r"[\"']([^\"']+)[\"']", loop[1])}
-    created.add(_environment(SERVICES["postgres"])["POSTGRES_DB"])
+    """airflow-init creates each database, owned by its role, from a URL it is given."""
+    from shipping.ops.compose_databases import SERVICE_URL_VARS
+
+    assert ROLE_CREATION in _init_commands()
+    init_env = _environment(SERVICES["airflow-init"])
+    created = {make_url(_resolve(init_env[var])).database for var in SERVICE_URL_VARS}
     assert database in created
+
+
+@pytest.mark.parametrize(("service", "variable", "password"), DATABASE_ROLES)
+def test_each_service_connects_as_the_role_of_its_database(
+    service: str, variable: str, password: str
+) -> None:
+    """A service's URL names a role of its own (its database's name) with its own password,
+    never the superuser."""
+    url = make_url(_resolve(_environment(SERVICES[service])[variable]))
+    assert url.username == url.database
+    assert url.username != _environment(SERVICES["postgres"])["POSTGRES_USER"]
+    assert url.password == f"__{password}__"
+
+
+def test_the_roles_and_their_passwords_are_distinct() -> None:
+    """No two services share a role or a password variable."""
+    urls = [
+        make_url(_resolve(_environment(SERVICES[service])[variable]))
+        for service, variable, _ in DATABASE_ROLES
+    ]
+    assert len({url.username for url in urls}) == len(DATABASE_ROLES)
+    assert len({url.password for url in urls}) == len(DATABASE_ROLES)
+
+
+@pytest.mark.parametrize(("service", "variable", "password"), DATABASE_ROLES)
+def test_airflow_init_creates_the_role_from_the_url_the_service_uses(
+    service: str, variable: str, password: str
+) -> None:
+    """The role airflow-init makes is the one in the service's own URL (no second copy),
+    and the one Airflow's components and the ledger's users see."""
+    from shipping.ops.compose_databases import SERVICE_URL_VARS
+
+    assert variable in SERVICE_URL_VARS
+    init_env = _environment(SERVICES["airflow-init"])
+    assert init_env[variable] == _environment(SERVICES[service])[variable]
+    assert f"${{{password}:?" in init_env[variable]
+
+
+def test_airflow_init_alone_reaches_the_server_as_the_superuser() -> None:
+    """airflow-init gets the superuser's URL for creating the roles; its URL names the
+    postgres service's superuser and password."""
+    from shipping.ops.compose_databases import SERVER_URL_VAR
+
+    postgres = _environment(SERVICES["postgres"])
+    url = make_url(_resolve(_environment(SERVICES["airflow-init"])[SERVER_URL_VAR]))
+    assert (url.username, url.password) == (
+        postgres["POSTGRES_USER"],
+        _resolve(postgres["POSTGRES_PASSWORD"]),
+    )
+    assert (url.host, url.database) == ("postgres", "postgres")
+
+
+@pytest.mark.parametrize(
+    "service", [name for name in SERVICES if name not in ("airflow-init", "postgres")]
+)
+def test_no_service_but_init_gets_the_superuser_password(service: str) -> None:
+    """POSTGRES_PASSWORD reaches no service but airflow-init (and the server itself): not
+    by name, not inside a URL or a connection."""
+    env = _environment(SERVICES[service])
+    assert "POSTGRES_PASSWORD" not in env
+    assert not any("${POSTGRES_PASSWORD" in value for value in env.values())
+    superuser = _environment(SERVICES["postgres"])["POSTGRES_USER"]
+    assert not any(f"://{superuser}:" in value for value in env.values())
+
+
+def test_airflow_init_creates_the_roles_before_anything_uses_them() -> None:
+    """The roles exist (and own their databases) before the ledger's schema and Airflow's
+    migration run as them."""
+    commands = _init_commands()
+    roles = commands.index(ROLE_CREATION)
+    assert roles < commands.index("airflow db migrate")
+    ledger = next(i for i, line in enumerate(commands) if "create_schema()" in line)
+    assert roles < ledger
 
 
 @pytest.mark.parametrize(
@@ -620,17 +709,19 @@ def test_the_warehouse_connection_reaches_the_warehouse_service() -> None:
 
 
 def test_the_ledger_connection_reaches_the_ledger_database() -> None:
-    """The ledger connection is postgres, to the ledger database, as the postgres user."""
+    """The ledger connection is postgres, to the ledger database, as the ledger's role: the
+    user and password of SHIPPING_LEDGER_URL."""
     conn = json.loads(_resolve(COMMON_ENV[LEDGER_CONN_VAR]))
-    postgres = _environment(SERVICES["postgres"])
+    ledger = make_url(_resolve(COMMON_ENV["SHIPPING_LEDGER_URL"]))
     assert conn == {
         "conn_type": "postgres",
         "host": "postgres",
         "port": 5432,
-        "login": postgres["POSTGRES_USER"],
-        "password": _resolve(postgres["POSTGRES_PASSWORD"]),
+        "login": contract.LEDGER_DATABASE,
+        "password": "__LEDGER_DB_PASSWORD__",
         "schema": contract.LEDGER_DATABASE,
     }
+    assert (ledger.username, ledger.password) == (conn["login"], conn["password"])
 
 
 def test_the_admin_user_is_the_configured_one() -> None:

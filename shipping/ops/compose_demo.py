@@ -11,6 +11,9 @@ Phases, each timed:
    the final image is then checked not to contain it;
 4. *up*: the stack with two Celery workers, under a project name of its own, with fresh
    random secrets in an env file of mode 0600, until every service is healthy;
+   *roles*: in the scheduler's and the warehouse's containers, each database URL there
+   (Airflow's, the ledger's, the warehouse's) must reach its own database and no other
+   (``python -m shipping.ops.compose_databases --check``);
 5. *orders*: the sample orders of ``docs/examples`` posted over Airflow's REST API from
    the host; each must end ``SHIPPED`` in the ledger with exactly one warehouse shipment
    per line, the ledger's shipment ids being the warehouse's;
@@ -59,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 EXAMPLES = REPO / "docs" / "examples"
 WORKER = "airflow-worker"
+#: The containers whose database URLs are tried: the scheduler has Airflow's and the
+#: ledger's, the warehouse its own.
+ROLE_CHECK_SERVICES = ("airflow-scheduler", "warehouse")
 SHIP_TASK = "ship_item"
 
 
@@ -153,6 +159,9 @@ def make_stack(
     """A stack with fresh random secrets in an env file (0600) under ``folder``."""
     env = {
         "POSTGRES_PASSWORD": secrets.token_hex(24),
+        "AIRFLOW_DB_PASSWORD": secrets.token_hex(24),
+        "LEDGER_DB_PASSWORD": secrets.token_hex(24),
+        "WAREHOUSE_DB_PASSWORD": secrets.token_hex(24),
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_hex(24),
         "REDIS_PASSWORD": secrets.token_hex(24),
         "AIRFLOW_JWT_SECRET": secrets.token_hex(32),
@@ -198,6 +207,16 @@ def start(stack: ComposeStack, workers: int, timeout: float) -> None:
         print(stack.run("logs", "--tail", "30", check=False).stdout[-6000:])
         raise
     print(f"healthy: {', '.join(sorted(health))}")
+
+
+def check_database_roles(stack: ComposeStack) -> None:
+    """Each service's database role reaches its own database and no other."""
+    for service in ROLE_CHECK_SERVICES:
+        command = ["python", "-m", "shipping.ops.compose_databases", "--check"]
+        done = stack.run("exec", "-T", service, *command, check=False)
+        if done.returncode != 0:
+            raise DemoFailure(f"{service}: {(done.stderr or done.stdout).strip()}")
+        print(f"{service}: {done.stdout.strip()}")
 
 
 # ------------------------------------------------------------------------- orders
@@ -347,6 +366,8 @@ def run(args: argparse.Namespace) -> int:
             stack.run("down", "--volumes", "--remove-orphans", check=False)
             with timings.phase("up"):
                 start(stack, args.workers, timeout=args.timeout)
+            with timings.phase("roles"):
+                check_database_roles(stack)
             with (
                 AirflowClient(
                     stack.airflow_url, AIRFLOW_ADMIN_USER, stack.env["AIRFLOW_ADMIN_PASSWORD"]

@@ -21,6 +21,9 @@ from typing import Final
 #: The secrets of docker-compose.yaml, each required.
 SECRETS: Final = (
     "POSTGRES_PASSWORD",
+    "AIRFLOW_DB_PASSWORD",
+    "LEDGER_DB_PASSWORD",
+    "WAREHOUSE_DB_PASSWORD",
     "AIRFLOW_ADMIN_PASSWORD",
     "REDIS_PASSWORD",
     "AIRFLOW_JWT_SECRET",

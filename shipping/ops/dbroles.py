@@ -214,11 +214,14 @@ def ensure_service_databases(
         urls = {name: localpg.ensure_database(server_url, db) for name, db in full.items()}
         return ServiceDatabases(urls, roles=False)
     if own_server:
-        _close_default_database(server_url)
+        close_default_database(server_url)
     return ServiceDatabases(urls, roles=True)
 
 
-def _close_default_database(server_url: str) -> None:
+def close_default_database(server_url: str) -> None:
+    """Revoke ``CONNECT`` and ``TEMPORARY`` on the server's ``postgres`` database from
+    ``PUBLIC``, so that a role reaches nothing but its own database (on a server of the
+    stack's own: the local stack's embedded one, compose's ``postgres`` service)."""
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:

@@ -22,7 +22,7 @@ from shipping.ops.compose_demo import REPO
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 
-PHASES = ("engine", "bases", "build", "up", "orders", "worker kill", "down")
+PHASES = ("engine", "bases", "build", "up", "roles", "orders", "worker kill", "down")
 
 
 @pytest.fixture(scope="module")

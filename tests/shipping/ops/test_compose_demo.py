@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,28 @@ def test_the_env_file_is_private_and_holds_fresh_secrets(tmp_path: Path) -> None
     assert first.env_file.stat().st_mode & 0o777 == 0o600
     assert first.env["AIRFLOW_ADMIN_PASSWORD"] != second.env["AIRFLOW_ADMIN_PASSWORD"]
     assert not any(value.startswith("change-me") for value in first.env.values())
+
+
+def test_a_role_that_reaches_another_database_fails_the_demo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The roles phase runs the check in each named container and fails naming the one
+    whose check refused."""
+    stack = compose_demo.make_stack(["docker-compose"], "p", {}, tmp_path)
+    calls: list[tuple[str, ...]] = []
+
+    def run(*args: str, **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        refused = args[2] == "warehouse"
+        return subprocess.CompletedProcess(
+            list(args),
+            1 if refused else 0,
+            "" if refused else "ok",
+            "refused: WAREHOUSE_DATABASE_URL: its role reaches airflow" if refused else "",
+        )
+
+    monkeypatch.setattr(stack, "run", run)
+    with pytest.raises(DemoFailure, match=r"warehouse: refused: .*reaches airflow"):
+        compose_demo.check_database_roles(stack)
+    assert [call[2] for call in calls] == list(compose_demo.ROLE_CHECK_SERVICES)
+    assert all(call[-3:] == ("-m", "shipping.ops.compose_databases", "--check") for call in calls)
