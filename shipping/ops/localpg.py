@@ -326,25 +326,22 @@ def ensure_database(server_url: str, name: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
-def drop_database(server_url: str, name: str) -> None:
-    """Drop database ``name`` (and its open connections) if it exists."""
-    url = make_url(server_url)
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+def _drop(server_url: str, kind: str, name: str, option: str = "") -> None:
+    """``DROP <kind> IF EXISTS <name> <option>`` on the server, outside a transaction."""
+    engine = sa.create_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             quoted = engine.dialect.identifier_preparer.quote(name)
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+            conn.execute(sa.text(f"DROP {kind} IF EXISTS {quoted} {option}".rstrip()))
     finally:
         engine.dispose()
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name`` (and its open connections) if it exists."""
+    _drop(server_url, "DATABASE", name, "WITH (FORCE)")
 
 
 def drop_role(server_url: str, name: str) -> None:
     """Drop role ``name`` if it exists (drop the databases it owns first)."""
-    url = make_url(server_url)
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            quoted = engine.dialect.identifier_preparer.quote(name)
-            conn.execute(sa.text(f"DROP ROLE IF EXISTS {quoted}"))
-    finally:
-        engine.dispose()
+    _drop(server_url, "ROLE", name)
